@@ -29,37 +29,85 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPERS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 
-.PHONY: all test unit check-asan fuzz bench clean demo deps
+.PHONY: all test unit check-asan fuzz fuzz-build bench clean demo deps
 all: radcap
+
+# Installs the Debian packages (no-op when they are all present).
+deps:
+	@./scripts/install-deps.sh
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@echo "CC $<"
+	@$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libradcap.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-radcap: $(BUILD)/pipeline/main.o $(BUILD)/libradcap.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+# The sanitizer build's program lives in its build directory; the normal one
+# at the top, where the README runs it.
+RADCAP := $(if $(filter build,$(BUILD)),radcap,$(BUILD)/radcap)
+
+$(RADCAP): $(BUILD)/pipeline/main.o $(BUILD)/libradcap.a
+	@echo "LINK $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HELPER_OBJ) $(BUILD)/libradcap.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	@echo "LINK $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 # Runs every cmocka program from the repository root. SHARED_DIR tells tests
 # where ../shared is; RADCAP_BIN lets integration tests run the program.
-unit: radcap $(TEST_BIN)
+unit: $(RADCAP) $(TEST_BIN)
 	@fail=0; for t in $(TEST_BIN); do \
 	  echo "== $$t"; \
-	  RADCAP_SHARED_DIR=$(SHARED_DIR) RADCAP_BIN=./radcap RADCAP_PYTHON=$(PYTHON) RADCAP_BUILD=$(BUILD) $$t || fail=1; \
+	  RADCAP_SHARED_DIR=$(SHARED_DIR) RADCAP_BIN=./$(RADCAP) RADCAP_PYTHON=$(PYTHON) RADCAP_BUILD=$(BUILD) \
+	    RADCAP_ASAN=$(RADCAP_ASAN) $$t || fail=1; \
 	done; exit $$fail
 
-test: unit
-	@echo "make test: all test programs passed"
+# The README's test command: dependencies, all unit and integration tests,
+# the same tests under AddressSanitizer/UBSan, and a short run of every fuzzer.
+test: deps
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory check-asan
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
+	@echo "make test: all passed"
 
+# Sanitizer build in its own directory. The full-size parity test is left to
+# the optimised build (it would take minutes under ASan).
 check-asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	  LDFLAGS="-fsanitize=address,undefined" unit
+	@$(MAKE) --no-print-directory BUILD=build-asan \
+	  OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  RADCAP_ASAN=1 unit
+
+# libFuzzer targets: the library is rebuilt with clang and coverage
+# instrumentation; each tests/fuzz/fuzz_NAME.c runs for FUZZ_SECONDS from its
+# seed corpus tests/fuzz/corpus/NAME (new inputs go to build-fuzz/corpus).
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" \
+	  WARN="-Wall -Wno-unused-parameter" build-fuzz/libradcap.a
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libradcap.a
+	@echo "FUZZ $@"
+	@clang -std=c11 -D_GNU_SOURCE $(FUZZ_FLAGS) -fsanitize=fuzzer -fopenmp -I. $(PKG_CFLAGS) $< build-fuzz/libradcap.a \
+	  $(PKG_LIBS) -lopenblas -lm -o $@
+
+fuzz: fuzz-build
+	@for f in $(FUZZ_BIN); do \
+	  name=$${f#build-fuzz/fuzz_}; mkdir -p build-fuzz/corpus/$$name; \
+	  echo "== fuzz $$name ($(FUZZ_SECONDS) s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 -close_fd_mask=3 \
+	    build-fuzz/corpus/$$name tests/fuzz/corpus/$$name 2>build-fuzz/$$name.log \
+	    || { tail -50 build-fuzz/$$name.log; exit 1; }; \
+	  grep -E "^#[0-9]+ +DONE" build-fuzz/$$name.log | tail -1; \
+	done
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz radcap

@@ -3,7 +3,7 @@
 # Idempotent: packages already present are left alone. Needs root (or sudo).
 set -euo pipefail
 pkgs=(
-  build-essential pkg-config clang
+  build-essential pkg-config clang libomp-dev
   libvips-dev libsqlite3-dev sqlite3 libcjson-dev libcmocka-dev
   libopenblas-dev openmpi-bin libopenmpi-dev
   python3-torch python3-numpy python3-pil

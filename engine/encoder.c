@@ -1,0 +1,172 @@
+#include "encoder.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+/* Images encoded together: enough rows for efficient products in the last
+ * stage (7x7 = 49 rows per image), few enough to keep scratch memory small. */
+enum { ENC_GROUP = 8 };
+
+/* Scratch buffers for one group of images, each sized for the largest
+ * activation of the network. */
+typedef struct enc_scratch {
+    float *cur, *next;   /* block input / output: (group, h, w, c) */
+    float *t1, *t2, *sc; /* reduce, spatial and shortcut outputs */
+    float *cols;         /* im2col patches: (group, oh * ow, k * k * c_in) */
+} enc_scratch;
+
+/* Applies one convolution to `batch` NHWC images x (h, w, c_in) giving y
+ * (oh, ow, c_out), with the epilogue (residual add, ReLU) fused. */
+static void conv_forward(const conv_layer *cv, int batch, int h, int w, const float *x, float *y, float *cols,
+                         const gemm_epilogue *ep)
+{
+    const int oh = ops_conv_out(h, cv->kernel, cv->stride, cv->pad);
+    const int ow = ops_conv_out(w, cv->kernel, cv->stride, cv->pad);
+    const int rows = batch * oh * ow;
+    if (cv->kernel == 1 && cv->stride == 1) {
+        gemm_linear(&cv->gemm, rows, x, cv->c_in, y, cv->c_out, ep);
+        return;
+    }
+    const size_t in_image = (size_t)h * w * cv->c_in, cols_image = (size_t)oh * ow * cv->gemm.n_in;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < batch; b++)
+        ops_im2col(x + b * in_image, h, w, cv->c_in, cv->kernel, cv->stride, cv->pad, cols + b * cols_image);
+    gemm_linear(&cv->gemm, rows, cols, cv->gemm.n_in, y, cv->c_out, ep);
+}
+
+/* Largest activation and im2col buffer, per image, over the network. */
+static void scratch_sizes(const captioner *m, size_t *act, size_t *cols)
+{
+    const cfg_model *c = &m->cfg;
+    int side = ops_conv_out(c->image_size, 7, 2, 3);
+    *act = (size_t)side * side * c->embedding_size;
+    *cols = (size_t)side * side * m->stem.gemm.n_in;
+    size_t input = (size_t)c->image_size * c->image_size * c->num_channels;
+    *act = *act > input ? *act : input;
+    side = ops_conv_out(side, 3, 2, 1);
+    for (int b = 0; b < m->n_blocks; b++) {
+        const bottleneck *blk = &m->blocks[b];
+        const int out_side = ops_conv_out(side, 3, blk->spatial.stride, 1);
+        const size_t sizes[3] = {(size_t)side * side * blk->reduce.c_out,
+                                 (size_t)out_side * out_side * blk->expand.c_out,
+                                 (size_t)out_side * out_side * blk->spatial.gemm.n_in};
+        *act = sizes[0] > *act ? sizes[0] : *act;
+        *act = sizes[1] > *act ? sizes[1] : *act;
+        *cols = sizes[2] > *cols ? sizes[2] : *cols;
+        if (blk->has_shortcut && blk->shortcut.stride != 1) {
+            const size_t sc_cols = (size_t)out_side * out_side * blk->shortcut.gemm.n_in;
+            *cols = sc_cols > *cols ? sc_cols : *cols;
+        }
+        side = out_side;
+    }
+}
+
+/* ResNet on one group: NCHW images in, channels-last features (group, L, C)
+ * left in s->cur. */
+static void resnet_forward(const captioner *m, int group, const float *images, enc_scratch *s)
+{
+    const cfg_model *c = &m->cfg;
+    const int size = c->image_size;
+    const size_t image_floats = (size_t)c->num_channels * size * size;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < group; b++)
+        ops_chw_to_hwc(images + b * image_floats, c->num_channels, size, size, s->next + b * image_floats);
+
+    const gemm_epilogue relu = {.relu = 1};
+    conv_forward(&m->stem, group, size, size, s->next, s->t1, s->cols, &relu);
+    int side = ops_conv_out(size, 7, 2, 3);
+    const int pooled = ops_conv_out(side, 3, 2, 1);
+    const size_t stem_image = (size_t)side * side * c->embedding_size;
+    const size_t pooled_image = (size_t)pooled * pooled * c->embedding_size;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < group; b++)
+        ops_maxpool(s->t1 + b * stem_image, side, side, c->embedding_size, 3, 2, 1, s->cur + b * pooled_image);
+    side = pooled;
+
+    for (int i = 0; i < m->n_blocks; i++) {
+        const bottleneck *blk = &m->blocks[i];
+        const int out_side = ops_conv_out(side, 3, blk->spatial.stride, 1);
+        conv_forward(&blk->reduce, group, side, side, s->cur, s->t1, s->cols, &relu);
+        conv_forward(&blk->spatial, group, side, side, s->t1, s->t2, s->cols, &relu);
+        const float *residual = s->cur;
+        if (blk->has_shortcut) {
+            conv_forward(&blk->shortcut, group, side, side, s->cur, s->sc, s->cols, NULL);
+            residual = s->sc;
+        }
+        const gemm_epilogue add_relu = {.residual = residual, .ld_residual = blk->expand.c_out, .relu = 1};
+        conv_forward(&blk->expand, group, out_side, out_side, s->t2, s->next, s->cols, &add_relu);
+        float *swap = s->cur;
+        s->cur = s->next;
+        s->next = swap;
+        side = out_side;
+    }
+}
+
+/* vis_proj then graph propagation for one group; features (group*L, C) in. */
+static void project_and_propagate(const captioner *m, int group, const float *features, float *vis_tokens,
+                                  float *memory, float *agg)
+{
+    const cfg_model *c = &m->cfg;
+    const int L = cfg_memory_tokens(c), dim = c->embed_dim;
+    const size_t rows = (size_t)group * L;
+    gemm_linear(&m->vis_proj, (int)rows, features, m->vis_proj.n_in, vis_tokens, dim, NULL);
+    memcpy(memory, vis_tokens, sizeof(float) * rows * dim);
+    for (int step = 0; step < c->graph_steps; step++) {
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < group; b++)
+            ops_roll_mean(memory + (size_t)b * L * dim, L, dim, c->graph_window / 2, agg + (size_t)b * L * dim);
+        /* x = hardtanh(x + msg_linear(mean)): the product lands on top of x */
+        const gemm_epilogue add = {.residual = memory, .ld_residual = dim};
+        float *messages = agg + rows * dim;
+        gemm_linear(&m->graph_msg, (int)rows, agg, dim, messages, dim, &add);
+        ops_clamp(messages, rows * dim, -1.0f, 1.0f);
+        memcpy(memory, messages, sizeof(float) * rows * dim);
+    }
+}
+
+int enc_forward(const captioner *m, int batch, const float *images, const enc_outputs *out, rc_error *err)
+{
+    const cfg_model *c = &m->cfg;
+    const int L = cfg_memory_tokens(c), dim = c->embed_dim, channels = c->hidden_sizes[c->n_stages - 1];
+    const int group_max = batch < ENC_GROUP ? batch : ENC_GROUP;
+    size_t act, cols;
+    scratch_sizes(m, &act, &cols);
+    enc_scratch s;
+    float *buffers[6];
+    const size_t floats[6] = {act, act, act, act, act, cols};
+    int ok = 1;
+    for (int i = 0; i < 6; i++)
+        ok &= (buffers[i] = malloc(sizeof(float) * floats[i] * group_max)) != NULL;
+    const size_t token_floats = (size_t)group_max * L * dim;
+    float *vis = malloc(sizeof(float) * token_floats), *mem = malloc(sizeof(float) * token_floats);
+    float *agg = malloc(sizeof(float) * token_floats * 2);
+    if (!ok || !vis || !mem || !agg) {
+        for (int i = 0; i < 6; i++)
+            free(buffers[i]);
+        free(vis);
+        free(mem);
+        free(agg);
+        return rc_fail(err, "out of memory for encoder scratch (batch %d)", group_max);
+    }
+    const size_t image_floats = (size_t)c->num_channels * c->image_size * c->image_size;
+    for (int first = 0; first < batch; first += group_max) {
+        const int group = batch - first < group_max ? batch - first : group_max;
+        s = (enc_scratch){buffers[0], buffers[1], buffers[2], buffers[3], buffers[4], buffers[5]};
+        resnet_forward(m, group, images + first * image_floats, &s);
+        project_and_propagate(m, group, s.cur, vis, mem, agg);
+        if (out->features)
+            memcpy(out->features + (size_t)first * L * channels, s.cur, sizeof(float) * group * L * channels);
+        if (out->vis_tokens)
+            memcpy(out->vis_tokens + (size_t)first * L * dim, vis, sizeof(float) * group * L * dim);
+        if (out->memory)
+            memcpy(out->memory + (size_t)first * L * dim, mem, sizeof(float) * group * L * dim);
+    }
+    for (int i = 0; i < 6; i++)
+        free(buffers[i]);
+    free(vis);
+    free(mem);
+    free(agg);
+    return 0;
+}

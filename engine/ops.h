@@ -1,0 +1,52 @@
+/* ops.h: the engine's small kernels (everything but matrix products, which
+ * are in gemm.h). Activations are float32; images and feature maps are
+ * channels-last (NHWC) so that a 1x1 convolution is a plain matrix product.
+ * Kernels are single-threaded unless they say otherwise: callers parallelise
+ * over images, rows or heads.
+ */
+#ifndef RC_OPS_H
+#define RC_OPS_H
+
+#include <stddef.h>
+
+/* Output side of a convolution or pooling window over `in` pixels. */
+int ops_conv_out(int in, int kernel, int stride, int pad);
+
+/* Gathers the kernel x kernel patches of one NHWC image x (h, w, c) into
+ * cols (oh * ow, kernel * kernel * c), patch elements ordered (ky, kx, c);
+ * pixels outside the image are 0. */
+void ops_im2col(const float *x, int h, int w, int c, int kernel, int stride, int pad, float *cols);
+
+/* Max-pooling of one NHWC image x (h, w, c) into y (oh, ow, c); padding
+ * never wins (as PyTorch pads with -inf). */
+void ops_maxpool(const float *x, int h, int w, int c, int kernel, int stride, int pad, float *y);
+
+/* NCHW (c, h, w) to NHWC (h, w, c) for one image. */
+void ops_chw_to_hwc(const float *x, int c, int h, int w, float *y);
+
+/* LayerNorm over each of n rows of length dim, in place:
+ * x = (x - mean) / sqrt(var + eps) * gamma + beta (biased variance). */
+void ops_layernorm(float *x, int n, int dim, const float *gamma, const float *beta, float eps);
+
+/* Clamps each element to [lo, hi] in place (Hardtanh). */
+void ops_clamp(float *x, size_t n, float lo, float hi);
+
+/* The graph layer's neighbourhood mean: y[t] = mean over s in [-half, half]
+ * of x[(t - s) mod len] for each row t of x (len, dim): torch.roll semantics
+ * along the token axis, so the sequence wraps around. */
+void ops_roll_mean(const float *x, int len, int dim, int half, float *y);
+
+/* Single-query scaled dot-product attention for n_heads heads of head_dim:
+ * q (n_heads * head_dim); the t-th key and value are kv + t * ld_kv and
+ * kv + t * ld_kv + v_offset (head h uses elements h * head_dim ..);
+ * out (n_heads * head_dim). scores is scratch of n_keys floats. */
+void ops_attention(const float *q, const float *kv, int n_keys, int ld_kv, int v_offset, int n_heads,
+                   int head_dim, float *out, float *scores);
+
+/* Index of the largest of x[0..n), the first one on ties (torch.argmax). */
+int ops_argmax(const float *x, int n);
+
+/* log-sum-exp of x[0..n), computed stably. */
+float ops_logsumexp(const float *x, int n);
+
+#endif

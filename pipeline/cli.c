@@ -1,0 +1,26 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+int cli_parse_ll(const char *text, long long lo, long long hi, long long *out)
+{
+    if (!text || !*text)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_int(const char *text, int lo, int hi, int *out)
+{
+    long long v;
+    if (cli_parse_ll(text, lo, hi, &v) < 0)
+        return -1;
+    *out = (int)v;
+    return 0;
+}

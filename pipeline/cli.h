@@ -1,0 +1,11 @@
+/* cli.h: small helpers shared by the commands' option parsing. */
+#ifndef RC_CLI_H
+#define RC_CLI_H
+
+/* Parses a whole decimal integer in [lo, hi]; -1 if text is not one. */
+int cli_parse_ll(const char *text, long long lo, long long hi, long long *out);
+
+/* Like cli_parse_ll for an int. */
+int cli_parse_int(const char *text, int lo, int hi, int *out);
+
+#endif

@@ -1,0 +1,98 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+const char *tu_build_dir(void) { return env_or("RADCAP_BUILD", "build"); }
+const char *tu_radcap_bin(void) { return env_or("RADCAP_BIN", "./radcap"); }
+const char *tu_python(void) { return env_or("RADCAP_PYTHON", "/usr/bin/python3"); }
+const char *tu_shared_dir(void) { return env_or("RADCAP_SHARED_DIR", "../shared"); }
+
+int tu_run(const char *command)
+{
+    int status = system(command);
+    if (status == -1 || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
+}
+
+int tu_python_has(const char *modules)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "'%s' -c 'import %s' >/dev/null 2>&1", tu_python(), modules);
+    return tu_run(cmd) == 0;
+}
+
+int tu_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+char *tu_mkdtemp(const char *label)
+{
+    char *path = malloc(4096);
+    if (!path)
+        return NULL;
+    snprintf(path, 4096, "%s/tmp", tu_build_dir());
+    mkdir(path, 0777);
+    snprintf(path, 4096, "%s/tmp/%s-XXXXXX", tu_build_dir(), label);
+    if (!mkdtemp(path)) {
+        free(path);
+        return NULL;
+    }
+    return path;
+}
+
+char *tu_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, used = 0, got;
+    char *buf = malloc(cap + 1);
+    while (buf && (got = fread(buf + used, 1, cap - used, f)) > 0) {
+        used += got;
+        if (used == cap) {
+            char *grown = realloc(buf, cap * 2 + 1);
+            if (!grown) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (!buf)
+        return NULL;
+    buf[used] = '\0';
+    if (len)
+        *len = used;
+    return buf;
+}
+
+void tu_max_diff(const float *a, const float *b, size_t n, double *max_diff, double *max_ref)
+{
+    double d = 0.0, r = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double diff = fabs((double)a[i] - (double)b[i]);
+        if (isnan(diff))
+            diff = INFINITY;
+        d = diff > d ? diff : d;
+        r = fabs((double)b[i]) > r ? fabs((double)b[i]) : r;
+    }
+    *max_diff = d;
+    *max_ref = r;
+}

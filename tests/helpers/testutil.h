@@ -1,0 +1,35 @@
+/* testutil.h: what several cmocka test programs need: paths from the
+ * environment `make unit` sets, running python references, comparing float
+ * arrays with the project's tolerance rule. */
+#ifndef RC_TESTUTIL_H
+#define RC_TESTUTIL_H
+
+#include <stddef.h>
+
+/* $RADCAP_BUILD (default "build"), $RADCAP_BIN ("./radcap"),
+ * $RADCAP_PYTHON ("/usr/bin/python3"), $RADCAP_SHARED_DIR ("../shared"). */
+const char *tu_build_dir(void);
+const char *tu_radcap_bin(void);
+const char *tu_python(void);
+const char *tu_shared_dir(void);
+
+/* 1 if `python -c "import <modules>"` succeeds (modules: "torch", "PIL, numpy"). */
+int tu_python_has(const char *modules);
+
+/* 1 if path exists as a regular file. */
+int tu_file_exists(const char *path);
+
+/* Runs a shell command; returns its exit status (-1 if it could not run). */
+int tu_run(const char *command);
+
+/* Creates a fresh temporary directory under the build directory and returns
+ * its path (static storage per call site is the caller's: copy it). */
+char *tu_mkdtemp(const char *label);
+
+/* Reads a whole file into a malloc'd, NUL-terminated buffer; NULL on error. */
+char *tu_read_file(const char *path, size_t *len);
+
+/* Largest |a[i] - b[i]| and largest |b[i]|, over n elements. */
+void tu_max_diff(const float *a, const float *b, size_t n, double *max_diff, double *max_ref);
+
+#endif
