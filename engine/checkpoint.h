@@ -55,17 +55,33 @@ typedef struct ckpt_file {
     int owns_map;                   /* 1 if map must be munmap'd */
     ckpt_tensor *tensors;           /* (n_tensors) in the file's order */
     int n_tensors;
+    int cap_tensors;                /* allocated length of tensors */
     void **owned;                   /* (n_owned) buffers allocated for copied tensors */
     int n_owned;
+    int cap_owned;                  /* allocated length of owned */
+    int *by_name;                   /* (n_tensors) indices into tensors sorted by name, for ckpt_find */
 } ckpt_file;
 
+/* Flags of ckpt_open_flags / ckpt_parse_flags. */
+enum {
+    /* Skip the CRC-32 check of the zip entries a PyTorch checkpoint uses
+     * (data.pkl, byteorder and every referenced storage). The check is on by
+     * default: it is what turns a flipped bit in the weights into an error;
+     * it reads every byte once, in parallel over entries (OpenMP). */
+    CKPT_NO_CRC = 1,
+};
+
 /* Maps and parses a checkpoint file (either format). On failure *f is left
- * empty and safe to ckpt_close. */
+ * empty and safe to ckpt_close. Same as ckpt_open_flags(f, path, 0, err). */
 int ckpt_open(ckpt_file *f, const char *path, rc_error *err);
+int ckpt_open_flags(ckpt_file *f, const char *path, unsigned flags, rc_error *err);
 
 /* Parses a checkpoint held in memory (not copied: buf must outlive f).
- * `name` is used in messages. This is the fuzzing entry point. */
+ * `name` is used in messages. This is the fuzzing entry point.
+ * Same as ckpt_parse_flags(f, buf, size, name, 0, err). */
 int ckpt_parse(ckpt_file *f, const void *buf, size_t size, const char *name, rc_error *err);
+int ckpt_parse_flags(ckpt_file *f, const void *buf, size_t size, const char *name, unsigned flags,
+                     rc_error *err);
 
 /* Releases everything ckpt_open / ckpt_parse acquired. */
 void ckpt_close(ckpt_file *f);
@@ -92,5 +108,38 @@ int ckpt_to_f32(const ckpt_tensor *t, float *out, rc_error *err);
 int ckpt_write_torch(const char *path, const ckpt_tensor *tensors, int n, const char *archive,
                      rc_error *err);
 int ckpt_write_safetensors(const char *path, const ckpt_tensor *tensors, int n, rc_error *err);
+
+/* Flags of ckpt_write_torch_flags. */
+enum {
+    /* Write zip64 records for every entry and the archive end even though
+     * nothing needs them (they are otherwise written only past 4 GiB or
+     * 65535 entries): lets tests cover the zip64 paths of readers. */
+    CKPT_WRITE_ZIP64 = 1,
+};
+
+/* ckpt_write_torch with flags (ckpt_write_torch passes 0). */
+int ckpt_write_torch_flags(const char *path, const ckpt_tensor *tensors, int n, const char *archive,
+                           unsigned flags, rc_error *err);
+
+/* ---- for the format readers (checkpoint.c, safetensors.c) ---- */
+
+/* Element type from a safetensors dtype name ("F32", "BF16"...): 0, or -1
+ * for a name outside ckpt_dtype. */
+int ckpt_dtype_from_safetensors(const char *name, ckpt_dtype *dtype);
+const char *ckpt_dtype_safetensors_name(ckpt_dtype dtype);
+
+/* Appends a tensor named name[0..name_len) (no NUL bytes) of the given dtype
+ * and shape, checking that ndim <= CKPT_MAX_DIMS, dims are non-negative and
+ * numel * element size fits in int64 and size_t. Its data is unset. Returns
+ * NULL with a message naming f->path and the key on failure. */
+ckpt_tensor *ckpt_add_tensor(ckpt_file *f, const char *name, size_t name_len, ckpt_dtype dtype, int ndim,
+                             const int64_t *shape, rc_error *err);
+
+/* A buffer of `bytes` bytes (64-byte aligned) freed by ckpt_close. */
+void *ckpt_alloc_owned(ckpt_file *f, size_t bytes, rc_error *err);
+
+/* Sets t->data to `bytes` (numel contiguous little-endian elements inside
+ * f->map): in place when aligned for the dtype, else a copy owned by f. */
+int ckpt_set_data(ckpt_file *f, ckpt_tensor *t, const uint8_t *bytes, rc_error *err);
 
 #endif

@@ -19,14 +19,15 @@ int rc_prefix(rc_error *err, const char *fmt, ...)
 {
     if (!err)
         return -1;
-    char prefix[512];
+    char prefix[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     char old[sizeof err->msg];
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* the old message is cut first if the two do not fit */
+    snprintf(err->msg, sizeof err->msg, "%s: %.*s", prefix, (int)(sizeof err->msg - sizeof prefix - 3), old);
     return -1;
 }
 

@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdlib.h>
 
 int cli_parse_ll(const char *text, long long lo, long long hi, long long *out)
@@ -23,4 +24,12 @@ int cli_parse_int(const char *text, int lo, int hi, int *out)
         return -1;
     *out = (int)v;
     return 0;
+}
+
+const char *cli_option_name(const struct option *options, int val)
+{
+    for (; options->name; options++)
+        if (options->val == val)
+            return options->name;
+    return "?";
 }

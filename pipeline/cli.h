@@ -8,4 +8,8 @@ int cli_parse_ll(const char *text, long long lo, long long hi, long long *out);
 /* Like cli_parse_ll for an int. */
 int cli_parse_int(const char *text, int lo, int hi, int *out);
 
+struct option;
+/* The long name of the option whose getopt value is val ("?" if none). */
+const char *cli_option_name(const struct option *options, int val);
+
 #endif

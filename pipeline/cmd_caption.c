@@ -1,8 +1,250 @@
-/* PLACEHOLDER: replaced by the real command while the engine is being built. */
-#include "pipeline/commands.h"
+/* radcap caption: caption image files with a checkpoint and print the
+ * captions, in the order the images were given. */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/config.h"
+#include "engine/encoder.h"
+#include "engine/gemm.h"
+#include "engine/generate.h"
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "io/image.h"
+#include "pipeline/cli.h"
+#include "pipeline/commands.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: radcap caption --checkpoint FILE --vocab FILE [OPTIONS] IMAGE...\n"
+            "\n"
+            "Captions each IMAGE (JPEG, PNG, TIFF, WebP, GIF) with the model and prints one\n"
+            "line per image, in the order given: the caption, or with --json an object\n"
+            "  {\"image\": PATH, \"caption\": TEXT, \"ids\": [token ids without [CLS]/[SEP]]}\n"
+            "An image that cannot be read is reported on standard error (and, with --json,\n"
+            "as {\"image\": PATH, \"error\": REASON}; without --json as an empty line), and\n"
+            "the other images are still captioned; the exit status is then 1.\n"
+            "\n"
+            "  --checkpoint FILE  model weights: torch.save state dict (roco_best_model.bin)\n"
+            "                     or .safetensors\n"
+            "  --vocab FILE       BERT vocabulary (bert-base-uncased vocab.txt)\n"
+            "  --config FILE      model configuration JSON (default: the model card's values)\n"
+            "  --batch N          images encoded and decoded together (default 8)\n"
+            "  --threads N        OpenMP threads (default: OMP_NUM_THREADS, else all cores)\n"
+            "  --max-len N        generated tokens at most (default: the configuration's, 80)\n"
+            "  --max-pixels N     refuse larger images before decoding (default 100000000)\n"
+            "  --exif-orientation apply the EXIF orientation first (PIL does not by default)\n"
+            "  --json             one JSON object per line\n"
+            "\n"
+            "Exit status: 0 all captioned, 1 some images failed, 2 usage error, 3 the model,\n"
+            "vocabulary or configuration could not be loaded.\n");
+}
+
+typedef struct caption_job {
+    const cfg_model *cfg;
+    const captioner *model;
+    const tok_vocab *vocab;
+    const img_options *img;
+    int max_len;
+    int json;
+} caption_job;
+
+static void print_result(const caption_job *job, const char *path, const char *caption, const int *ids, int n_ids,
+                         const char *error)
+{
+    if (!job->json) {
+        printf("%s\n", error ? "" : caption);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "image", path);
+    if (error) {
+        cJSON_AddStringToObject(o, "error", error);
+    } else {
+        cJSON_AddStringToObject(o, "caption", caption);
+        cJSON_AddItemToObject(o, "ids", cJSON_CreateIntArray(ids, n_ids));
+    }
+    char *line = cJSON_PrintUnformatted(o);
+    printf("%s\n", line ? line : "{}");
+    cJSON_free(line);
+    cJSON_Delete(o);
+}
+
+/* Preprocesses, encodes and decodes one batch of paths; returns the number
+ * of images that failed. */
+static int caption_batch(const caption_job *job, char **paths, int n, float *pixels, float *memory, int *ids,
+                         int *lens)
+{
+    const cfg_model *c = job->cfg;
+    const size_t image_floats = (size_t)3 * c->image_size * c->image_size;
+    rc_error *errors = calloc(n, sizeof *errors);
+    int *ok = calloc(n, sizeof *ok), *order = malloc(sizeof(int) * n);
+    if (!errors || !ok || !order) {
+        free(errors), free(ok), free(order);
+        for (int i = 0; i < n; i++)
+            print_result(job, paths[i], NULL, NULL, 0, "out of memory");
+        return n;
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int i = 0; i < n; i++)
+        ok[i] = img_preprocess_file(paths[i], job->img, pixels + i * image_floats, NULL, &errors[i]) == 0;
+    /* pack the decodable images together */
+    int n_ok = 0;
+    for (int i = 0; i < n; i++)
+        if (ok[i]) {
+            if (n_ok != i)
+                memcpy(pixels + n_ok * image_floats, pixels + i * image_floats, sizeof(float) * image_floats);
+            order[n_ok++] = i;
+        }
+    rc_error err = {{0}};
+    int failed = n - n_ok;
+    const enc_outputs out = {.memory = memory};
+    if (n_ok > 0 && (enc_forward(job->model, n_ok, pixels, &out, &err) < 0 ||
+                     gen_greedy(job->model, n_ok, memory, &(gen_options){.max_len = job->max_len}, ids, lens,
+                                &err) < 0)) {
+        for (int j = 0; j < n_ok; j++) {
+            ok[order[j]] = 0;
+            snprintf(errors[order[j]].msg, sizeof errors[0].msg, "%s", err.msg);
+        }
+        failed = n;
+        n_ok = 0;
+    }
+    for (int i = 0, j = 0; i < n; i++) {
+        if (!ok[i]) {
+            fprintf(stderr, "radcap caption: %s\n", errors[i].msg);
+            print_result(job, paths[i], NULL, NULL, 0, errors[i].msg);
+            continue;
+        }
+        const int *seq = ids + (size_t)j * job->max_len;
+        char *text = tok_decode(job->vocab, seq, lens[j], 1, NULL, &err);
+        if (!text) {
+            fprintf(stderr, "radcap caption: %s: %s\n", paths[i], err.msg);
+            print_result(job, paths[i], NULL, NULL, 0, err.msg);
+            failed++;
+        } else {
+            print_result(job, paths[i], text, seq, lens[j], NULL);
+            free(text);
+        }
+        j++;
+    }
+    fflush(stdout);
+    free(errors), free(ok), free(order);
+    return failed;
+}
+
 int cmd_caption(int argc, char **argv)
 {
-    fprintf(stderr, "radcap %s: not built yet\n", argv[0]);
-    return EXIT_FATAL;
+    static const struct option long_options[] = {
+        {"checkpoint", required_argument, 0, 'k'}, {"vocab", required_argument, 0, 'v'},
+        {"config", required_argument, 0, 'c'},     {"batch", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 't'},    {"max-len", required_argument, 0, 'l'},
+        {"max-pixels", required_argument, 0, 'p'}, {"exif-orientation", no_argument, 0, 'e'},
+        {"json", no_argument, 0, 'j'},             {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *checkpoint = NULL, *vocab_path = NULL, *config_path = NULL;
+    int batch = 8, threads = 0, max_len = 0, json = 0, exif = 0;
+    long long max_pixels = 100000000;
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        int bad = 0;
+        switch (opt) {
+        case 'k': checkpoint = optarg; break;
+        case 'v': vocab_path = optarg; break;
+        case 'c': config_path = optarg; break;
+        case 'b': bad = cli_parse_int(optarg, 1, 4096, &batch); break;
+        case 't': bad = cli_parse_int(optarg, 1, 4096, &threads); break;
+        case 'l': bad = cli_parse_int(optarg, 1, 1 << 20, &max_len); break;
+        case 'p': bad = cli_parse_ll(optarg, 1, (long long)1 << 50, &max_pixels); break;
+        case 'e': exif = 1; break;
+        case 'j': json = 1; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+        if (bad) {
+            fprintf(stderr, "radcap caption: invalid value '%s' for --%s\n", optarg,
+                    cli_option_name(long_options, opt));
+            return EXIT_USAGE;
+        }
+    }
+    if (!checkpoint || !vocab_path || optind >= argc) {
+        fprintf(stderr, "radcap caption: --checkpoint, --vocab and at least one IMAGE are required\n");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (threads > 0)
+        omp_set_num_threads(threads);
+    gemm_init();
+
+    rc_error err = {{0}};
+    cfg_model cfg;
+    cfg_default(&cfg);
+    if (config_path && cfg_load(&cfg, config_path, &err) < 0) {
+        fprintf(stderr, "radcap caption: %s\n", err.msg);
+        return EXIT_FATAL;
+    }
+    if (max_len > 0) {
+        if (max_len > cfg.max_positions) {
+            fprintf(stderr, "radcap caption: --max-len %d exceeds the model's %d positions\n", max_len,
+                    cfg.max_positions);
+            return EXIT_USAGE;
+        }
+        cfg.max_len = max_len;
+    }
+    if (img_system_init(argv[0], &err) < 0) {
+        fprintf(stderr, "radcap caption: %s\n", err.msg);
+        return EXIT_FATAL;
+    }
+    tok_vocab *vocab = tok_vocab_load(vocab_path, &err);
+    if (!vocab) {
+        fprintf(stderr, "radcap caption: %s\n", err.msg);
+        return EXIT_FATAL;
+    }
+    if (tok_vocab_size(vocab) < cfg.vocab_size) {
+        fprintf(stderr, "radcap caption: %s has %d tokens but the model predicts %d classes\n", vocab_path,
+                tok_vocab_size(vocab), cfg.vocab_size);
+        tok_vocab_free(vocab);
+        return EXIT_FATAL;
+    }
+    captioner model;
+    if (model_load(&model, &cfg, checkpoint, &err) < 0) {
+        fprintf(stderr, "radcap caption: %s\n", err.msg);
+        tok_vocab_free(vocab);
+        return EXIT_FATAL;
+    }
+    img_options img;
+    img_options_default(&img);
+    img.size = cfg.image_size;
+    memcpy(img.mean, cfg.image_mean, sizeof img.mean);
+    memcpy(img.std, cfg.image_std, sizeof img.std);
+    img.max_pixels = max_pixels;
+    img.apply_exif_orientation = exif;
+
+    const caption_job job = {&cfg, &model, vocab, &img, cfg.max_len, json};
+    const size_t image_floats = (size_t)3 * cfg.image_size * cfg.image_size;
+    float *pixels = malloc(sizeof(float) * image_floats * batch);
+    float *memory = malloc(sizeof(float) * batch * cfg_memory_tokens(&cfg) * cfg.embed_dim);
+    int *ids = malloc(sizeof(int) * batch * cfg.max_len), *lens = malloc(sizeof(int) * batch);
+    int failed = 0, status = EXIT_OK;
+    if (!pixels || !memory || !ids || !lens) {
+        fprintf(stderr, "radcap caption: out of memory for a batch of %d images\n", batch);
+        status = EXIT_FATAL;
+    } else {
+        for (int first = optind; first < argc; first += batch) {
+            const int n = argc - first < batch ? argc - first : batch;
+            failed += caption_batch(&job, argv + first, n, pixels, memory, ids, lens);
+        }
+        if (failed)
+            status = EXIT_PARTIAL;
+    }
+    free(pixels), free(memory), free(ids), free(lens);
+    model_free(&model);
+    tok_vocab_free(vocab);
+    img_system_shutdown();
+    return status;
 }

@@ -15,5 +15,7 @@ int cmd_init_model(int argc, char **argv); /* write a random-weights checkpoint 
 int cmd_tokenize(int argc, char **argv);   /* WordPiece encode / decode JSON Lines */
 int cmd_preprocess(int argc, char **argv); /* write the model input tensor of an image */
 int cmd_score(int argc, char **argv);      /* BLEU / CIDEr-D / ROUGE-L of text files */
+int cmd_export(int argc, char **argv);     /* a stored run's records as CSV or JSON Lines */
+int cmd_synth(int argc, char **argv);      /* write a synthetic demo archive (ROCOv2 layout) */
 
 #endif

@@ -16,6 +16,8 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "BERT WordPiece encode or decode JSON Lines"},
     {"preprocess", cmd_preprocess, "write an image's model input tensor (float32 3xHxW)"},
     {"score", cmd_score, "BLEU-1..4, CIDEr-D and ROUGE-L of candidate captions"},
+    {"export", cmd_export, "write a stored run's results as CSV or JSON Lines"},
+    {"synth", cmd_synth, "write a synthetic demo archive in ROCOv2's layout"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -201,7 +201,7 @@ static void test_tiny_parity(void **state)
 static void test_full_parity(void **state)
 {
     (void)state;
-    char dir[4096], path[4096], cmd[8192];
+    char dir[2048], path[4096], cmd[8192];
     const char *asan = getenv("RADCAP_ASAN");
     if (asan && strcmp(asan, "1") == 0) {
         printf("SKIP full-size parity under the sanitizer build (the optimised build runs it)\n");
