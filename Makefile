@@ -36,6 +36,11 @@ all: radcap
 deps:
 	@./scripts/install-deps.sh
 
+# The README's first command: install, build, run the demo.
+demo: deps
+	@$(MAKE) --no-print-directory radcap
+	@./scripts/demo.sh
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "CC $<"

@@ -149,10 +149,11 @@ typedef struct name_list {
 static void name_list_add(name_list *l, const char *item)
 {
     size_t used = strlen(l->text);
-    if (used + strlen(item) + 3 < sizeof l->text)
+    const int truncated = used >= 3 && strcmp(l->text + used - 3, "...") == 0;
+    if (!truncated && used + strlen(item) + 7 < sizeof l->text)
         snprintf(l->text + used, sizeof l->text - used, "%s%s", l->n ? ", " : "", item);
-    else if (used + 5 < sizeof l->text && !strstr(l->text, ", ..."))
-        snprintf(l->text + used, sizeof l->text - used, ", ...");
+    else if (!truncated)
+        snprintf(l->text + used, sizeof l->text - used, "%s...", l->n ? ", " : "");
     l->n++;
 }
 

@@ -200,21 +200,22 @@ int cmd_caption(int argc, char **argv)
         fprintf(stderr, "radcap caption: %s\n", err.msg);
         return EXIT_FATAL;
     }
+    captioner model;
+    if (model_load(&model, &cfg, checkpoint, &err) < 0) {
+        fprintf(stderr, "radcap caption: %s\n", err.msg);
+        return EXIT_FATAL;
+    }
     tok_vocab *vocab = tok_vocab_load(vocab_path, &err);
     if (!vocab) {
         fprintf(stderr, "radcap caption: %s\n", err.msg);
+        model_free(&model);
         return EXIT_FATAL;
     }
     if (tok_vocab_size(vocab) < cfg.vocab_size) {
         fprintf(stderr, "radcap caption: %s has %d tokens but the model predicts %d classes\n", vocab_path,
                 tok_vocab_size(vocab), cfg.vocab_size);
         tok_vocab_free(vocab);
-        return EXIT_FATAL;
-    }
-    captioner model;
-    if (model_load(&model, &cfg, checkpoint, &err) < 0) {
-        fprintf(stderr, "radcap caption: %s\n", err.msg);
-        tok_vocab_free(vocab);
+        model_free(&model);
         return EXIT_FATAL;
     }
     img_options img;
