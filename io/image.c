@@ -89,8 +89,8 @@ int img_has_supported_extension(const char *path)
 /* Moves libvips' error text (or, when it left none, the decoder warnings
  * this thread recorded) into err after "name: what: ". libvips keeps one
  * error buffer for all threads, so when two images fail at the same instant
- * one message may carry both texts; the path and `what` in front are always
- * this image's own. */
+ * one message may carry both texts, or lose its libvips part to the other
+ * thread; the path and `what` in front are always this image's own. */
 static int fail_with_vips_error(rc_error *err, const char *name, const char *what)
 {
     char *text = vips_error_buffer_copy();
@@ -514,8 +514,8 @@ static void normalise(const img_options *opts, const uint8_t *rgb, float *out)
 
 static int check_options(const img_options *opts, const char *name, rc_error *err)
 {
-    if (!opts || opts->size < 1 || opts->size > 16384)
-        return rc_fail(err, "%s: output size must be between 1 and 16384", name);
+    if (!opts || opts->size < 1 || opts->size > IMG_MAX_SIZE)
+        return rc_fail(err, "%s: output size must be between 1 and %d", name, IMG_MAX_SIZE);
     if (opts->max_pixels < 1)
         return rc_fail(err, "%s: the pixel limit must be positive", name);
     for (int c = 0; c < 3; c++)
@@ -618,7 +618,8 @@ static int preprocess_source(VipsSource *source, const char *name, const img_opt
     status = 0;
 done:
     resizer_free(&rs);
-    g_object_unref(image);
+    if (image) /* NULL when a reopen failed */
+        g_object_unref(image);
     return status;
 }
 

@@ -62,8 +62,11 @@
 
 #include "engine/err.h"
 
+enum { IMG_MAX_SIZE = 4096 }; /* largest output side accepted */
+
 typedef struct img_options {
-    int size;                   /* output side in pixels: the tensor is (3, size, size) */
+    int size;                   /* output side in pixels, 1..IMG_MAX_SIZE: the tensor
+                                   is (3, size, size) */
     float mean[3], std[3];      /* per-channel normalisation in R, G, B order */
     int64_t max_pixels;         /* refuse images whose width * height exceeds this,
                                    checked from the header before any pixel is decoded */

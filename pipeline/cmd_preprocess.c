@@ -81,8 +81,8 @@ int cmd_preprocess(int argc, char **argv)
         } else if (strcmp(arg, "--out") == 0 && has_value) {
             out_path = argv[++i];
         } else if (strcmp(arg, "--size") == 0 && has_value) {
-            if (parse_count(argv[++i], 1, 16384, &v)) {
-                fprintf(stderr, "radcap preprocess: --size must be a whole number from 1 to 16384\n");
+            if (parse_count(argv[++i], 1, IMG_MAX_SIZE, &v)) {
+                fprintf(stderr, "radcap preprocess: --size must be a whole number from 1 to %d\n", IMG_MAX_SIZE);
                 return EXIT_USAGE;
             }
             opts.size = (int)v;

@@ -43,11 +43,12 @@
  * - References that hold no token at all, over the whole corpus: every
  *   n-gram gets df 0 and every reference vector is zero, so CIDEr-D is 0 for
  *   every image (the reference fails on max() of an empty df table). BLEU
- *   follows its formula: no clipped match, so BLEU-n is
- *   (1e-15 / (count + 1e-9))^... , about 1e-16 for a non-empty candidate
- *   (the reference length 0 gives no brevity penalty), and 0 for an empty
- *   candidate. ROUGE-L is 1.0 for an empty candidate (one empty token
- *   against one empty token) and 0 otherwise.
+ *   follows its formula: with no clipped match every factor is at most
+ *   1e-6, so BLEU-n is at most 1e-6 for a non-empty candidate (BLEU-1 of a
+ *   two-token candidate is 1e-15 / 2 = 5e-16; the reference length 0 gives
+ *   no brevity penalty), and 0 for an empty candidate. ROUGE-L is 1.0 for
+ *   an empty candidate (one empty token against one empty token) and 0
+ *   otherwise.
  * - Empty candidate with references: BLEU 0 (brevity penalty exp(1 - 1e6..)
  *   underflows), CIDEr-D 0, ROUGE-L 0 unless a reference is empty too (1.0).
  * - A corpus of one image: log(N) = 0 and every df is 1, so CIDEr-D is 0.

@@ -16,9 +16,11 @@
  * patterns with trailing context, the length of the token text. */
 
 typedef struct lexer {
-    int32_t *cp; // (n) the caption's code points, then a newline: its line end in the reference's input
+    int32_t *cp;  // (n) the caption's code points, then a newline: its line end in the reference's input
     size_t n;
-    size_t end;  // patterns see cp[0..end): at most PTB_WINDOW past the current token's start
+    size_t end;   // patterns see cp[0..end): at most PTB_WINDOW past the current token's start
+    size_t start; // the current token's start
+    size_t word;  // word_run at start (several patterns begin with a word)
 } lexer;
 
 /* How far a pattern may look from a token's start. Several patterns scan a
@@ -54,7 +56,7 @@ static int is_newline(int32_t c)
 }
 static int is_spacenl(int32_t c) { return is_space(c) || is_newline(c); }
 static int is_digit(int32_t c) { return c >= 0 && ucd_is_digit(c); }
-static int is_letter(int32_t c) { return c >= 0 && ucd_is_letter(c); }
+static int is_letter(int32_t c) { return c < 0x80 ? ascii_letter(c) : ucd_is_letter(c); }
 static int is_alnum(int32_t c) { return is_letter(c) || is_digit(c); }
 static int is_insentp(int32_t c) { return c == ',' || c == ';' || c == ':' || c == 0x3001; }
 static int is_hyphen(int32_t c) { return c == '-' || c == '_' || c == 0x058A || c == 0x2010 || c == 0x2011; }
@@ -164,7 +166,7 @@ static size_t letter_entity(const lexer *lx, size_t i)
 }
 
 /* A run of word characters: letters, marks, soft hyphens, letter entities. */
-static size_t word_run(const lexer *lx, size_t i)
+static size_t scan_word(const lexer *lx, size_t i)
 {
     size_t j = i;
     for (;;) {
@@ -178,6 +180,9 @@ static size_t word_run(const lexer *lx, size_t i)
         j += e;
     }
 }
+
+/* scan_word, remembered for the token's start. */
+static size_t word_run(const lexer *lx, size_t i) { return i == lx->start ? lx->word : scan_word(lx, i); }
 
 /* A reduced auxiliary: 's 'm 'd 're 've 'll */
 static size_t redaux(const lexer *lx, size_t i)
@@ -359,6 +364,10 @@ static size_t p_apostrophe_word(const lexer *lx, size_t i, size_t *text)
 {
     size_t best = 0, a, k;
     int32_t c = at(lx, i);
+    /* Every form that starts with a letter has its apostrophe right after
+     * the first run of letters. */
+    if (is_letter(c) && !apos_etc(lx, i + run(lx, i, is_letter)))
+        return 0;
     if ((a = apos(lx, i))) {
         if (fold(at(lx, i + a)) == 'n')
             best = max_size(best, a + 1 + apos(lx, i + a + 1));
@@ -423,9 +432,15 @@ static size_t p_full_url(const lexer *lx, size_t i, size_t *text)
  * capitals and most ASCII punctuation: a quirk of the grammar's class). */
 static int url_label_char(int32_t c, int no_ascii_range)
 {
-    if (c < 0 || one_of(c, " \t\n\f\r\"<>|.!?(){},"))
+    switch (c) {
+    case -1: case ' ': case '\t': case '\n': case '\f': case '\r': case '"': case '<': case '>': case '|':
+    case '.': case '!': case '?': case '(': case ')': case '{': case '}': case ',':
         return 0;
-    return !no_ascii_range || !(one_of(c, "`'$") || (c >= ',' && c <= '_'));
+    case '`': case '\'': case '$':
+        return !no_ascii_range;
+    default:
+        return !no_ascii_range || !(c >= ',' && c <= '_');
+    }
 }
 
 /* www.host.tld or host.com/net/org/edu, with an optional /path. */
@@ -469,7 +484,16 @@ static size_t p_likely_url(const lexer *lx, size_t i, size_t *text)
     return *text = best;
 }
 
-static int email_char(int32_t c) { return c >= 0 && !one_of(c, " \t\n\f\r\"<>|()") && c != 0xA0; }
+static int email_char(int32_t c)
+{
+    switch (c) {
+    case -1: case ' ': case '\t': case '\n': case '\f': case '\r': case '"': case '<': case '>': case '|': case '(':
+    case ')': case 0xA0:
+        return 0;
+    default:
+        return 1;
+    }
+}
 
 /* name@host.domain: the longest stretch of allowed characters starting with
  * a letter or digit, in which an '@' (not the first character) is followed
@@ -1023,7 +1047,8 @@ static const rule rules[] = {
     {p_apostrophe_word, KEEP, FIRST_LETTER | FIRST_NON_ASCII, "'&"},
     {p_y_apostrophe, KEEP, FIRST_LETTER, ""},
     {p_full_url, ESCAPE_URL, FIRST_LETTER, ""},
-    {p_likely_url, ESCAPE_URL, FIRST_LETTER | FIRST_NON_ASCII, "#%&*+~"},
+    {p_likely_url, ESCAPE_URL, FIRST_LETTER | FIRST_NON_ASCII,
+     "#%&*+~\x7f\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f"},
     {p_email, KEEP, FIRST_LETTER | FIRST_DIGIT, ""},
     {p_twitter, KEEP, 0, "@#"},
     {p_redaux_alone, CLOSE_QUOTE, FIRST_NON_ASCII, "'&"},
@@ -1077,6 +1102,7 @@ static const rule rules[] = {
     {p_nbsp_entity, SKIP, 0, "&"},
 };
 #define N_RULES (sizeof rules / sizeof rules[0])
+_Static_assert(sizeof rules / sizeof rules[0] <= 64, "rule sets are 64-bit masks");
 
 /* ---- building tokens ---- */
 
@@ -1285,6 +1311,8 @@ static int removed(const char *tok, size_t len, const ptb_options *opt)
     static const char *const punctuation[] = {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".",
                                               "?", "!", ",", ":", "-", "--", "...", ";"};
     static const char *const brackets[] = {"-lrb-", "-rrb-", "-lcb-", "-rcb-", "-LRB-", "-RRB-", "-LCB-", "-RCB-"};
+    if (len > 5) /* longer than every entry */
+        return 0;
     if (!opt->keep_punctuation)
         for (size_t k = 0; k < sizeof punctuation / sizeof punctuation[0]; k++)
             if (strlen(punctuation[k]) == len && memcmp(punctuation[k], tok, len) == 0)
@@ -1344,24 +1372,29 @@ char *ptb_tokenize(const char *text, size_t len, const ptb_options *opt, rc_erro
     }
     lx.cp[lx.n++] = '\n';
 
-    /* Per rule, the ASCII characters its match may start with, as 128 bits. */
-    uint64_t may_start[N_RULES][2];
-    const uint64_t digits = 0x03FF000000000000ull, letters = 0x07FFFFFE07FFFFFEull; /* [0-9] in the low word; [A-Za-z] in the high one */
+    /* Per first character, the set of rules whose match may start with it
+     * (bit r for rule r), so that only those are tried. */
+    uint64_t ascii_rules[128] = {0}, letter_rules = 0, digit_rules = 0, other_rules = 0;
     for (size_t r = 0; r < N_RULES; r++) {
-        may_start[r][0] = rules[r].first_kinds & FIRST_DIGIT ? digits : 0;
-        may_start[r][1] = rules[r].first_kinds & FIRST_LETTER ? letters : 0;
+        const uint64_t bit = (uint64_t)1 << r;
+        letter_rules |= rules[r].first_kinds & FIRST_LETTER ? bit : 0;
+        digit_rules |= rules[r].first_kinds & FIRST_DIGIT ? bit : 0;
+        other_rules |= rules[r].first_kinds & FIRST_NON_ASCII ? bit : 0;
         for (const char *f = rules[r].first; *f; f++)
-            may_start[r][*f >> 6] |= (uint64_t)1 << (*f & 63);
+            ascii_rules[(unsigned char)*f] |= bit;
     }
 
     for (size_t i = 0; i < lx.n;) {
         lx.end = lx.n - i > PTB_WINDOW ? i + PTB_WINDOW : lx.n;
+        lx.start = i;
+        lx.word = scan_word(&lx, i);
         const int32_t c = lx.cp[i];
+        uint64_t candidates = c >= 128 ? other_rules
+                            : ascii_rules[c] | (ascii_letter(c) ? letter_rules : ascii_digit(c) ? digit_rules : 0);
         size_t best = 0, best_text = 1;
         action act = DROP;
-        for (size_t r = 0; r < N_RULES; r++) {
-            if (c >= 128 ? !(rules[r].first_kinds & FIRST_NON_ASCII) : !(may_start[r][c >> 6] >> (c & 63) & 1))
-                continue;
+        for (; candidates; candidates &= candidates - 1) {
+            const size_t r = (size_t)__builtin_ctzll(candidates);
             size_t t = 0, m = rules[r].match(&lx, i, &t);
             if (m > best) {
                 best = m;

@@ -36,7 +36,10 @@
  *   likewise (the "untokenizable" characters, deleted by default in Java).
  * - Rare special forms are not recognised: "non-U.S"-type acronyms and
  *   SGML/HTML character entities other than &amp; &lt; &gt; &quot; &apos;
- *   &nbsp; &mdash; &ndash; and accented-vowel entities.
+ *   &nbsp; &mdash; &ndash; &MD; &#N; and accented-vowel entities.
+ * - A token is at most 512 characters (longer runs are cut; Java has no
+ *   limit): this keeps the time linear on pathological input.
+ * - A NUL character is a space (Java keeps it inside some tokens).
  * - Each caption is tokenised alone; the Java tokenizer sees all captions
  *   joined by newlines, and a few rules look one character past a caption's
  *   end. Only the period after a sentence-final abbreviation depends on

@@ -240,7 +240,7 @@ static void test_matches_pytorch(void **state)
     for (int i = 0; i < N_IMAGES; i++) {
         paths[i] = S.images[i];
         snprintf(tensors[i], sizeof tensors[i], "%s/input%d.f32", S.dir, i);
-        char pre[16384];
+        char pre[32768];
         snprintf(pre, sizeof pre, "%s preprocess '%s' --out '%s' --size 96", tu_radcap_bin(), S.images[i], tensors[i]);
         assert_int_equal(tu_run(pre), 0);
         used += snprintf(cmd + used, sizeof cmd - used, " '%s%s'", tensors[i][0] == '/' ? "" : "../../", tensors[i]);

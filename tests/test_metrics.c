@@ -431,8 +431,9 @@ static const char *const vocabulary[] = {
  * doubled, leading, trailing, a tab or a no-break space. */
 static char *random_caption(rng_state *rng, int max_words)
 {
-    size_t cap = 16 * (size_t)(max_words + 2) + 16, len = 0;
+    size_t cap = 16 * (size_t)(max_words + 2) + 16, len = 0; /* words are at most 12 bytes, separators 2 */
     char *s = malloc(cap);
+    s[0] = '\0';
     int n = (int)(rng_uniform(rng) * (max_words + 1));
     for (int i = 0; i < n; i++) {
         double u = rng_uniform(rng);
@@ -546,8 +547,10 @@ static void compare_with_python(rng_state *rng, size_t n_images, int max_refs, i
 static void test_against_python_reference(void **state)
 {
     (void)state;
-    if (!tu_python_has("json"))
+    if (!tu_python_has("json")) {
+        print_message("skipped: %s cannot run (the independent Python implementation needs it)\n", tu_python());
         skip();
+    }
     rng_state rng;
     rng_seed(&rng, 20240517);
     int exact = 0, total = 0;
