@@ -67,7 +67,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_HELPER_OBJ) $(BUILD)/libradcap.a
 unit: $(RADCAP) $(TEST_BIN)
 	@fail=0; for t in $(TEST_BIN); do \
 	  echo "== $$t"; \
-	  RADCAP_SHARED_DIR=$(SHARED_DIR) RADCAP_BIN=./$(RADCAP) RADCAP_PYTHON=$(PYTHON) RADCAP_BUILD=$(BUILD) \
+	  RADCAP_SHARED_DIR=$(SHARED_DIR) RADCAP_BIN=$(if $(filter /%,$(RADCAP)),$(RADCAP),./$(RADCAP)) RADCAP_PYTHON=$(PYTHON) RADCAP_BUILD=$(BUILD) \
 	    RADCAP_ASAN=$(RADCAP_ASAN) $$t || fail=1; \
 	done; exit $$fail
 

@@ -85,6 +85,8 @@ static int json_array(const cJSON *item, int n_max, int *ints, float *floats, co
                                item->string, i);
             ints[i] = (int)el->valuedouble;
         } else {
+            if (!isfinite(el->valuedouble) || fabs(el->valuedouble) > 1e30)
+                return rc_fail(err, "%s: key \"%s\" element %d is out of range", source, item->string, i);
             floats[i] = (float)el->valuedouble;
         }
         i++;
@@ -131,8 +133,8 @@ int cfg_parse(cfg_model *cfg, const char *text, size_t len, const char *source, 
                 goto done;
             }
         } else if (strcmp(key, "batch_norm_eps") == 0 || strcmp(key, "layer_norm_eps") == 0) {
-            if (!cJSON_IsNumber(item)) {
-                rc_fail(err, "%s: key \"%s\" must be a number", source, key);
+            if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble) || item->valuedouble > 1.0) {
+                rc_fail(err, "%s: key \"%s\" must be a number at most 1", source, key);
                 goto done;
             }
             *(key[0] == 'b' ? &cfg->batch_norm_eps : &cfg->layer_norm_eps) = item->valuedouble;
