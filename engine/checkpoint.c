@@ -556,6 +556,30 @@ int ckpt_parse_flags(ckpt_file *f, const void *buf, size_t size, const char *nam
     return 0;
 }
 
+int ckpt_view(ckpt_file *f, const ckpt_tensor *tensors, int n, const char *name, rc_error *err)
+{
+    memset(f, 0, sizeof *f);
+    f->path = strdup(name);
+    if (!f->path)
+        return rc_fail(err, "%s: out of memory", name);
+    for (int i = 0; i < n; i++) {
+        const ckpt_tensor *src = &tensors[i];
+        ckpt_tensor *t = ckpt_add_tensor(f, src->name, strlen(src->name), src->dtype, src->ndim, src->shape, err);
+        if (!t || !valid_dtype(src->dtype)) {
+            if (t)
+                rc_fail(err, "%s: tensor '%s' has an unknown dtype", name, src->name);
+            ckpt_close(f);
+            return -1;
+        }
+        t->data = src->data;
+    }
+    if (index_names(f, err) < 0) {
+        ckpt_close(f);
+        return -1;
+    }
+    return 0;
+}
+
 int ckpt_parse(ckpt_file *f, const void *buf, size_t size, const char *name, rc_error *err)
 {
     return ckpt_parse_flags(f, buf, size, name, 0, err);

@@ -10,11 +10,16 @@
  *
  * The file is mmap'd; a tensor whose bytes are contiguous and aligned in the
  * file points straight into the mapping. Anything else (strided views,
- * misaligned data) is copied once into memory owned by the ckpt_file.
+ * misaligned data, storages of a big-endian `byteorder`) is copied once into
+ * memory owned by the ckpt_file.
  *
  * Every offset, size and count read from the file is checked against the
  * file's size before use: a truncated, corrupt or hostile file gives an error
  * naming the file and what is wrong, never a crash or a read outside it.
+ * The zip entries a PyTorch checkpoint uses are checked against their CRC-32
+ * (unless CKPT_NO_CRC), so a flipped bit in the weights is an error too;
+ * safetensors has no checksum. Keys must be unique; no model-specific check
+ * (which keys, which shapes) happens here.
  */
 #ifndef RC_CHECKPOINT_H
 #define RC_CHECKPOINT_H
@@ -45,7 +50,8 @@ typedef struct ckpt_tensor {
     int ndim;                       /* 0 for a scalar */
     int64_t shape[CKPT_MAX_DIMS];   /* (ndim) */
     int64_t numel;                  /* product of shape (1 for a scalar) */
-    const void *data;               /* numel elements, contiguous, row-major, little-endian */
+    const void *data;               /* numel elements, contiguous, row-major, little-endian,
+                                       aligned for the dtype; valid until ckpt_close */
 } ckpt_tensor;
 
 typedef struct ckpt_file {
@@ -82,6 +88,12 @@ int ckpt_open_flags(ckpt_file *f, const char *path, unsigned flags, rc_error *er
 int ckpt_parse(ckpt_file *f, const void *buf, size_t size, const char *name, rc_error *err);
 int ckpt_parse_flags(ckpt_file *f, const void *buf, size_t size, const char *name, unsigned flags,
                      rc_error *err);
+
+/* Makes f a checkpoint over n tensors the caller holds in memory (names
+ * copied, data borrowed: it must outlive f), as if read from a file called
+ * `name`; for running a model that was built in memory, such as a random
+ * one being calibrated. Duplicate names are an error. */
+int ckpt_view(ckpt_file *f, const ckpt_tensor *tensors, int n, const char *name, rc_error *err);
 
 /* Releases everything ckpt_open / ckpt_parse acquired. */
 void ckpt_close(ckpt_file *f);

@@ -385,14 +385,17 @@ static int build_decoder(captioner *m, rc_error *err)
     return linear_from(m, &m->fc_out, "fc_out", "weight", "bias", c->vocab_size, dim, 0, err);
 }
 
-int model_load(captioner *m, const cfg_model *cfg, const char *path, rc_error *err)
+int model_build(captioner *m, const cfg_model *cfg, ckpt_file *ckpt, rc_error *err)
 {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
-    if (cfg_validate(cfg, err) < 0)
-        return rc_prefix(err, "model configuration");
-    if (ckpt_open(&m->ckpt, path, err) < 0)
-        return -1;
+    m->ckpt = *ckpt;
+    memset(ckpt, 0, sizeof *ckpt);
+    const char *path = m->ckpt.path;
+    if (cfg_validate(cfg, err) < 0) {
+        rc_prefix(err, "model configuration");
+        goto fail;
+    }
     model_tensor_spec *specs = NULL;
     int n_specs = 0;
     if (model_tensor_specs(cfg, &specs, &n_specs, err) < 0)
@@ -418,6 +421,15 @@ int model_load(captioner *m, const cfg_model *cfg, const char *path, rc_error *e
 fail:
     model_free(m);
     return -1;
+}
+
+int model_load(captioner *m, const cfg_model *cfg, const char *path, rc_error *err)
+{
+    ckpt_file ckpt;
+    memset(m, 0, sizeof *m);
+    if (ckpt_open(&ckpt, path, err) < 0)
+        return -1;
+    return model_build(m, cfg, &ckpt, err);
 }
 
 void model_free(captioner *m)

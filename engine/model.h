@@ -74,6 +74,11 @@ typedef struct captioner {
  * safe to model_free. */
 int model_load(captioner *m, const cfg_model *cfg, const char *path, rc_error *err);
 
+/* Builds the model from an opened checkpoint, which it takes over (*ckpt is
+ * emptied, and closed with the model, also on failure). model_load is
+ * ckpt_open + model_build. */
+int model_build(captioner *m, const cfg_model *cfg, ckpt_file *ckpt, rc_error *err);
+
 /* Releases the model and its mapping. */
 void model_free(captioner *m);
 
