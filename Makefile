@@ -13,7 +13,7 @@ BUILD   ?= build
 SHARED_DIR ?= ../shared
 PYTHON  ?= /usr/bin/python3
 
-PKGS    := vips libcjson sqlite3
+PKGS    := vips libcjson sqlite3 ompi-c
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -30,6 +30,8 @@ TEST_HELPERS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 
 .PHONY: all test unit check-asan fuzz fuzz-build bench clean demo deps
+# keep test objects between runs (they are intermediate files of pattern rules)
+.SECONDARY:
 all: radcap
 
 # Installs the Debian packages (no-op when they are all present).
