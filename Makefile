@@ -113,7 +113,7 @@ fuzz: fuzz-build
 	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 -close_fd_mask=3 \
 	    build-fuzz/corpus/$$name tests/fuzz/corpus/$$name 2>build-fuzz/$$name.log \
 	    || { tail -50 build-fuzz/$$name.log; exit 1; }; \
-	  grep -E "^#[0-9]+ +DONE" build-fuzz/$$name.log | tail -1; \
+	  grep -E "^Done [0-9]+ runs" build-fuzz/$$name.log | tail -1; \
 	done
 
 clean:
