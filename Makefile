@@ -71,7 +71,12 @@ unit: $(RADCAP) $(TEST_BIN)
 	  echo "== $$t"; \
 	  RADCAP_SHARED_DIR=$(SHARED_DIR) RADCAP_BIN=$(if $(filter /%,$(RADCAP)),$(RADCAP),./$(RADCAP)) RADCAP_PYTHON=$(PYTHON) RADCAP_BUILD=$(BUILD) \
 	    RADCAP_ASAN=$(RADCAP_ASAN) $$t || fail=1; \
-	done; exit $$fail
+	done; \
+	if [ "$(RADCAP_ASAN)" != 1 ]; then \
+	  echo "== tests/reference/test_reference.py (the PyTorch reference itself)"; \
+	  if $(PYTHON) -c 'import torch' 2>/dev/null; then $(PYTHON) tests/reference/test_reference.py || fail=1; \
+	  else echo "SKIP: $(PYTHON) cannot import torch (apt-get install python3-torch)"; fi; \
+	fi; exit $$fail
 
 # The README's test command: dependencies, all unit and integration tests,
 # the same tests under AddressSanitizer/UBSan, and a short run of every fuzzer.
