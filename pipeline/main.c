@@ -11,11 +11,13 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"run", cmd_run, "caption a manifest into a results database (MPI when launched by mpirun/srun)"},
     {"caption", cmd_caption, "caption images and print one caption per image"},
     {"init-model", cmd_init_model, "write a random-weights checkpoint in the real format"},
     {"tokenize", cmd_tokenize, "BERT WordPiece encode or decode JSON Lines"},
     {"preprocess", cmd_preprocess, "write an image's model input tensor (float32 3xHxW)"},
     {"score", cmd_score, "BLEU-1..4, CIDEr-D and ROUGE-L of candidate captions"},
+    {"eval", cmd_eval, "score a stored run: BLEU-1..4, CIDEr-D, ROUGE-L against its references"},
     {"export", cmd_export, "write a stored run's results as CSV or JSON Lines"},
     {"synth", cmd_synth, "write a synthetic demo archive in ROCOv2's layout"},
 };
