@@ -59,3 +59,58 @@ int gen_greedy(const captioner *m, int n, const float *memory, const gen_options
     dec_cache_free(&cache);
     return 0;
 }
+
+int gen_teacher_forced(const captioner *m, int n, const float *memory, const int *image, const int *const *tokens,
+                       const int *n_tokens, double *nll, rc_error *err)
+{
+    const cfg_model *c = &m->cfg;
+    const int L = cfg_memory_tokens(c), V = c->vocab_size, dim = c->embed_dim;
+    int longest = 0;
+    for (int i = 0; i < n; i++) {
+        nll[i] = 0.0;
+        if (n_tokens[i] - 1 > c->max_positions)
+            return rc_fail(err, "sequence %d has %d tokens; the model has %d positions", i, n_tokens[i],
+                           c->max_positions);
+        for (int t = 0; t < n_tokens[i]; t++)
+            if (tokens[i][t] < 0 || tokens[i][t] >= V)
+                return rc_fail(err, "sequence %d token %d is id %d, outside the model's %d classes", i, t,
+                               tokens[i][t], V);
+        longest = n_tokens[i] - 1 > longest ? n_tokens[i] - 1 : longest;
+    }
+    if (n <= 0 || longest <= 0)
+        return 0;
+    dec_cache cache;
+    if (dec_cache_build(&cache, m, n, longest, err) < 0)
+        return -1;
+    int *slots = malloc(sizeof(int) * n), *inputs = malloc(sizeof(int) * n), *positions = malloc(sizeof(int) * n);
+    int *rows = malloc(sizeof(int) * n);
+    float *logits = malloc(sizeof(float) * (size_t)n * V);
+    float *scratch = malloc(sizeof(float) * (size_t)L * 2 * dim);
+    if (!slots || !inputs || !positions || !rows || !logits || !scratch) {
+        free(slots), free(inputs), free(positions), free(rows), free(logits), free(scratch);
+        dec_cache_free(&cache);
+        return rc_fail(err, "out of memory for teacher forcing %d sequences", n);
+    }
+    /* each sequence's slot gets its own image's cross-attention keys/values */
+    for (int i = 0; i < n; i++)
+        dec_set_memory(m, &cache, 1, &i, memory + (size_t)image[i] * L * dim, scratch);
+    for (int step = 0; step < longest; step++) {
+        int active = 0;
+        for (int i = 0; i < n; i++)
+            if (step < n_tokens[i] - 1) {
+                slots[active] = i;
+                inputs[active] = tokens[i][step];
+                positions[active] = step;
+                rows[active++] = i;
+            }
+        dec_step(m, &cache, active, slots, inputs, positions, logits);
+        for (int a = 0; a < active; a++) {
+            const int i = rows[a];
+            const float *row = logits + (size_t)a * V;
+            nll[i] += (double)ops_logsumexp(row, V) - (double)row[tokens[i][step + 1]];
+        }
+    }
+    free(slots), free(inputs), free(positions), free(rows), free(logits), free(scratch);
+    dec_cache_free(&cache);
+    return 0;
+}

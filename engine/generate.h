@@ -28,4 +28,14 @@ typedef struct gen_options {
 int gen_greedy(const captioner *m, int n, const float *memory, const gen_options *options, int *ids, int *lens,
                rc_error *err);
 
+/* Teacher forcing, the card's training objective: for each of n sequences,
+ * feeds tokens[i][0 .. n_tokens[i]-2] (the inputs: all but the last token)
+ * through the decoder with image memory[image[i]] and adds up the
+ * cross-entropy -log softmax(logits)[tokens[i][t+1]] of each target (all but
+ * the first token) into nll[i], in nats. memory is (n_images, L, dim).
+ * Sequences are at most max_positions + 1 tokens; every token must be below
+ * vocab_size (else an error naming it). */
+int gen_teacher_forced(const captioner *m, int n, const float *memory, const int *image, const int *const *tokens,
+                       const int *n_tokens, double *nll, rc_error *err);
+
 #endif

@@ -3,14 +3,18 @@
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "io/store.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "pipeline/perplexity.h"
 #include "scheduler/scoring.h"
 
 static const char usage_text[] =
     "usage: radcap eval --db FILE [--run ID] [--json] [--drop-brackets]\n"
+    "       radcap eval --perplexity --manifest FILE --checkpoint FILE --vocab FILE ...\n"
+    "                   (teacher-forced cross-entropy; see radcap eval --perplexity --help)\n"
     "\n"
     "Scores the captions of a run stored by `radcap run` against the run's reference\n"
     "captions (the manifest's ground truth, stored with the run) with BLEU-1..4,\n"
@@ -37,6 +41,9 @@ static const char usage_text[] =
 
 int cmd_eval(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--perplexity") == 0)
+            return eval_perplexity(argc, argv);
     static const struct option long_options[] = {
         {"db", required_argument, 0, 'd'},   {"run", required_argument, 0, 'r'},
         {"json", no_argument, 0, 'j'},       {"drop-brackets", no_argument, 0, 'b'},
