@@ -121,6 +121,23 @@ fuzz: fuzz-build
 	  grep -E "^Done [0-9]+ runs" build-fuzz/$$name.log | tail -1; \
 	done
 
+# Benchmarks (not part of `make test`): every tests/bench/bench_*.c is built
+# against the library and run in turn; each prints its figures and one JSON
+# line, and the JSON lines are gathered into $(BUILD)/bench.jsonl.
+BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libradcap.a
+	@mkdir -p $(dir $@)
+	@echo "LINK $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+bench: $(BENCH_BIN)
+	@rm -f $(BUILD)/bench.jsonl
+	@for b in $(BENCH_BIN); do echo "== $$b"; $$b | tee $(BUILD)/bench.out || exit 1; \
+	  grep -E '^\{' $(BUILD)/bench.out | tail -1 >> $(BUILD)/bench.jsonl; done
+	@echo "== figures gathered in $(BUILD)/bench.jsonl"
+
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz radcap
 
