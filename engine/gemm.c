@@ -1,33 +1,303 @@
+/* gemm.c: backend choice, weight packing and the blocked driver shared by
+ * the engine's micro-kernels (gemm_kernel.h), plus the cblas backend.
+ *
+ * Blocking: y is cut into tiles of up to TILE_ROWS rows by as many panels
+ * as keep the tile's slice of W (one K block of them) within TILE_W_BYTES,
+ * and fewer when threads need more tiles; OpenMP hands tiles out
+ * dynamically. Decoder-shaped products (a few rows, up to 30522 columns)
+ * thus split over N, encoder-shaped ones (thousands of rows) over M and N.
+ * Inside a tile, for each K block, each kernel block of rows (its slice of
+ * x stays in L1) passes over the tile's panels (their slice stays in L2)
+ * while the kernel prefetches the next rows. None of these choices changes
+ * a single bit of the result (gemm.h): a partial sum stored to y between K
+ * blocks and loaded back is the same float.
+ */
 #include "gemm.h"
 
 #include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "gemm_kernel.h"
 
 /* OpenBLAS's own thread control (not part of the CBLAS standard). */
 void openblas_set_num_threads(int num_threads);
+
+/* Measured best on the model's shapes (tests/bench/bench_gemm.c); any
+ * values give the same results. */
+enum {
+    K_BLOCK = 1024,           /* a kernel block's slice of x: 6 x 1024 floats, 24 KB of L1 */
+    TILE_ROWS = 336,          /* a multiple of every kernel's rows (6, 4) */
+    TILE_PANELS = 8,          /* 256 columns at most */
+    TILE_W_BYTES = 512 << 10, /* half of L2 for the tile's slice of W */
+    TILES_PER_THREAD = 4,     /* when there is enough work, for dynamic balance */
+};
+
+/* Below this many multiply-adds a product runs on one thread: waking the
+ * others would cost more than it saves (tens of microseconds, far more when
+ * other processes hold the cores). */
+#define PARALLEL_MIN_MACS (1 << 17)
+
+/* ---- backend choice ---------------------------------------------------- */
+
+enum { BACKEND_AVX512, BACKEND_AVX2, BACKEND_PORTABLE, BACKEND_CBLAS, N_BACKENDS };
+
+static const char *const backend_names[N_BACKENDS] = {"avx512", "avx2", "portable", "cblas"};
+static const gemm_ukernel *const backend_kernels[N_BACKENDS] = {&gemm_ukernel_avx512, &gemm_ukernel_avx2,
+                                                                &gemm_ukernel_portable, NULL};
+
+/* The backend in use, or -1 until the first product or gemm_set_backend.
+ * Process-wide on purpose: it follows from the CPU, which is process-wide
+ * too, and threading it through every layer call would change nothing. */
+static _Atomic int chosen_backend = -1;
+
+static int cpu_runs(int backend)
+{
+    __builtin_cpu_init();
+    switch (backend) {
+    case BACKEND_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    case BACKEND_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    default: return 1;
+    }
+}
+
+static int fastest_backend(void)
+{
+    for (int b = 0; b < N_BACKENDS; b++)
+        if (backend_kernels[b] && cpu_runs(b))
+            return b;
+    return BACKEND_PORTABLE;
+}
+
+/* Index of a backend name, the fastest one for "auto", -1 if unknown. */
+static int backend_index(const char *name)
+{
+    if (strcmp(name, "auto") == 0)
+        return fastest_backend();
+    for (int b = 0; b < N_BACKENDS; b++)
+        if (strcmp(name, backend_names[b]) == 0)
+            return b;
+    return -1;
+}
+
+static int current_backend(void)
+{
+    int b = atomic_load(&chosen_backend);
+    if (b >= 0)
+        return b;
+    const char *env = getenv("RADCAP_GEMM");
+    b = env ? backend_index(env) : -1;
+    if (b < 0 || !cpu_runs(b))
+        b = fastest_backend();
+    atomic_store(&chosen_backend, b);
+    return b;
+}
+
+int gemm_set_backend(const char *name, rc_error *err)
+{
+    const int b = backend_index(name);
+    if (b < 0)
+        return rc_fail(err, "unknown matrix-product backend '%s' (expected auto, avx512, avx2, portable or cblas)",
+                       name);
+    if (!cpu_runs(b))
+        return rc_fail(err, "matrix-product backend '%s' needs instructions this CPU lacks", name);
+    atomic_store(&chosen_backend, b);
+    return 0;
+}
+
+const char *gemm_backend_name(void)
+{
+    return backend_names[current_backend()];
+}
+
+int gemm_backend_supported(const char *name)
+{
+    const int b = backend_index(name);
+    return b >= 0 && cpu_runs(b);
+}
 
 void gemm_init(void)
 {
     openblas_set_num_threads(1);
 }
 
-/* Tile sizes of y handed to one thread: large enough that sgemm runs at
- * speed, small enough that 2+ threads get work for decoder-sized products. */
-enum { TILE_M = 256, TILE_N = 512 };
+/* ---- packing ----------------------------------------------------------- */
 
-static void apply_epilogue(const gemm_epilogue *ep, int m0, int m1, int n0, int n1, float *y, int ldy)
+enum { HUGE_PAGE_BYTES = 2 << 20, HUGE_MIN_BYTES = 4 << 20 };
+
+static int n_panels(int n_out)
 {
+    return (n_out + GEMM_PANEL - 1) / GEMM_PANEL;
+}
+
+int gemm_pack(gemm_weights *w, rc_error *err)
+{
+    if (w->packed)
+        return 0;
+    const int n = w->n_out, k = w->n_in, panels = n_panels(n);
+    if (n < 0 || k < 0 || (!w->w && (size_t)n * k > 0))
+        return rc_fail(err, "cannot pack a (%d, %d) weight matrix without its values", n, k);
+    const size_t floats = (size_t)panels * k * GEMM_PANEL;
+    /* Large matrices go on transparent huge pages where the system allows:
+     * far fewer page faults at load (which cost more than the copy)
+     * and of the TLB misses while W streams through the kernels. */
+    const size_t align = floats * sizeof(float) >= HUGE_MIN_BYTES ? HUGE_PAGE_BYTES : 64;
+    const size_t bytes = (floats * sizeof(float) + align - 1) / align * align;
+    w->packed = aligned_alloc(align, bytes ? bytes : align);
+    if (!w->packed)
+        return rc_fail(err, "out of memory packing a (%d, %d) weight matrix (%zu MB)", n, k, bytes >> 20);
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE_PAGE_BYTES)
+        madvise(w->packed, bytes, MADV_HUGEPAGE); /* advice only: failure changes nothing */
+#endif
+    float *packed = w->packed;
+    const float *src = w->w;
+    /* written in order (whole cache lines at once); the 32 rows read
+     * meanwhile each advance one float per step, and stay in cache */
+#pragma omp parallel for schedule(static) if (floats > 65536)
+    for (int p = 0; p < panels; p++) {
+        const int rows = n - p * GEMM_PANEL < GEMM_PANEL ? n - p * GEMM_PANEL : GEMM_PANEL;
+        const float *from = src + (size_t)p * GEMM_PANEL * k;
+        float *dst = packed + (size_t)p * k * GEMM_PANEL;
+        for (int i = 0; i < k; i++, dst += GEMM_PANEL)
+            for (int c = 0; c < GEMM_PANEL; c++)
+                dst[c] = c < rows ? from[(size_t)c * k + i] : 0.0f;
+    }
+    return 0;
+}
+
+void gemm_unpack(gemm_weights *w)
+{
+    free(w->packed);
+    w->packed = NULL;
+}
+
+/* ---- the product ------------------------------------------------------- */
+
+/* One gemm_linear call, as every tile sees it. */
+typedef struct gemm_call {
+    const gemm_weights *w;
+    const gemm_ukernel *kernel; /* NULL: cblas */
+    const float *packed;        /* panels of W (NULL for cblas on unpacked weights) */
+    const float *x;
+    size_t ldx;
+    float *y;
+    size_t ldy;
+    const gemm_epilogue *ep;    /* or NULL */
+    int k_block;                /* K range per block, > 0 unless K is 0 */
+    /* tiles of y: tile t covers row tile t / tiles_n and panel tile t % tiles_n */
+    int m, panels;              /* rows of y, panels of W */
+    int tile_m, tile_panels;    /* tile size in rows and in panels */
+    int tiles_n;
+} gemm_call;
+
+static void tile_bounds(const gemm_call *call, int t, int *m0, int *m1, int *p0, int *p1)
+{
+    *m0 = (t / call->tiles_n) * call->tile_m;
+    *p0 = (t % call->tiles_n) * call->tile_panels;
+    *m1 = *m0 + call->tile_m < call->m ? *m0 + call->tile_m : call->m;
+    *p1 = *p0 + call->tile_panels < call->panels ? *p0 + call->tile_panels : call->panels;
+}
+
+/* Tile t with the engine's micro-kernel: for each K block, each block of
+ * rows (its slice of x stays in L1) passes over the tile's panels (their
+ * slice stays in L2), while the next rows' slice is prefetched. */
+static void kernel_tile(const gemm_call *call, int t)
+{
+    const gemm_weights *w = call->w;
+    const int K = w->n_in, mr_max = call->kernel->mr_max, step = call->kernel->nr_max / GEMM_PANEL;
+    const gemm_epilogue *ep = call->ep;
+    const float *residual = ep ? ep->residual : NULL;
+    int m0, m1, p0, p1;
+    tile_bounds(call, t, &m0, &m1, &p0, &p1);
+    int k0 = 0;
+    do {
+        const int kc = K - k0 < call->k_block ? K - k0 : call->k_block;
+        gemm_block g = {.lda = call->ldx, .panel_stride = (size_t)K * GEMM_PANEL, .kc = kc, .ldc = call->ldy,
+                        .first = k0 == 0, .last = k0 + kc == K,
+                        .ld_residual = residual ? (size_t)ep->ld_residual : 0, .relu = ep ? ep->relu : 0};
+        for (int i = m0; i < m1; i += mr_max) {
+            g.mr = m1 - i < mr_max ? m1 - i : mr_max;
+            g.a = call->x + (size_t)i * call->ldx + k0;
+            g.a_next = i + mr_max < m1 ? g.a + (size_t)mr_max * call->ldx : NULL;
+            for (int p = p0; p < p1; p += step) {
+                const int j0 = p * GEMM_PANEL, j1 = (p + step < p1 ? p + step : p1) * GEMM_PANEL;
+                g.b = call->packed + ((size_t)p * K + k0) * GEMM_PANEL;
+                g.nr = (j1 < w->n_out ? j1 : w->n_out) - j0;
+                g.bias = w->bias ? w->bias + j0 : NULL;
+                g.c = call->y + (size_t)i * call->ldy + j0;
+                g.residual = residual ? residual + (size_t)i * g.ld_residual + j0 : NULL;
+                call->kernel->run(&g);
+            }
+        }
+        k0 += kc;
+    } while (k0 < K);
+}
+
+/* Tile t with CBLAS sgemm (single-threaded), then the epilogue. */
+static void cblas_tile(const gemm_call *call, int t)
+{
+    const gemm_weights *w = call->w;
+    int m0, m1, p0, p1;
+    tile_bounds(call, t, &m0, &m1, &p0, &p1);
+    const int k = w->n_in, mt = m1 - m0, j0 = p0 * GEMM_PANEL;
+    const int j1 = p1 * GEMM_PANEL < w->n_out ? p1 * GEMM_PANEL : w->n_out;
+    float *yt = call->y + (size_t)m0 * call->ldy + j0;
+    const float *xt = call->x + (size_t)m0 * call->ldx;
+    for (int i = 0; i < mt; i++)
+        for (int j = j0; j < j1; j++)
+            yt[(size_t)i * call->ldy + j - j0] = w->bias ? w->bias[j] : 0.0f;
+    if (k > 0 && w->w) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mt, j1 - j0, k, 1.0f, xt, (int)call->ldx,
+                    w->w + (size_t)j0 * k, k, 1.0f, yt, (int)call->ldy);
+    } else if (k > 0) { /* only the packed panels are left: each is a (k, 32) matrix */
+        for (int p = p0; p < p1; p++) {
+            const int cols = w->n_out - p * GEMM_PANEL < GEMM_PANEL ? w->n_out - p * GEMM_PANEL : GEMM_PANEL;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mt, cols, k, 1.0f, xt, (int)call->ldx,
+                        call->packed + (size_t)p * k * GEMM_PANEL, GEMM_PANEL, 1.0f,
+                        yt + (p - p0) * GEMM_PANEL, (int)call->ldy);
+        }
+    }
+    const gemm_epilogue *ep = call->ep;
+    if (!ep)
+        return;
     for (int i = m0; i < m1; i++) {
-        float *row = y + (size_t)i * ldy;
+        float *row = call->y + (size_t)i * call->ldy;
         if (ep->residual) {
             const float *res = ep->residual + (size_t)i * ep->ld_residual;
-            for (int j = n0; j < n1; j++)
+            for (int j = j0; j < j1; j++)
                 row[j] += res[j];
         }
         if (ep->relu)
-            for (int j = n0; j < n1; j++)
+            for (int j = j0; j < j1; j++)
                 row[j] = row[j] > 0.0f ? row[j] : 0.0f;
     }
+}
+
+/* The definition of gemm.h, element by element: used only when packing a
+ * temporary copy of unpacked weights fails for lack of memory. */
+static void scalar_product(const gemm_call *call, int m)
+{
+    const gemm_weights *w = call->w;
+    const gemm_epilogue *ep = call->ep;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < w->n_out; j++) {
+            float s = 0.0f;
+            for (int k = 0; k < w->n_in; k++)
+                s = fmaf(call->x[(size_t)i * call->ldx + k], w->w[(size_t)j * w->n_in + k], s);
+            if (w->bias)
+                s = s + w->bias[j];
+            if (ep && ep->residual)
+                s = s + ep->residual[(size_t)i * ep->ld_residual + j];
+            if (ep && ep->relu)
+                s = s > 0.0f ? s : 0.0f;
+            call->y[(size_t)i * call->ldy + j] = s;
+        }
 }
 
 void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y, int ldy,
@@ -36,30 +306,50 @@ void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y
     const int n = w->n_out, k = w->n_in;
     if (m <= 0 || n <= 0)
         return;
-    const int tiles_m = (m + TILE_M - 1) / TILE_M;
-    const int tiles_n = (n + TILE_N - 1) / TILE_N;
-    const int n_tiles = tiles_m * tiles_n;
-#pragma omp parallel for schedule(dynamic, 1) if (n_tiles > 1)
-    for (int t = 0; t < n_tiles; t++) {
-        const int m0 = (t / tiles_n) * TILE_M, n0 = (t % tiles_n) * TILE_N;
-        const int mt = m - m0 < TILE_M ? m - m0 : TILE_M;
-        const int nt = n - n0 < TILE_N ? n - n0 : TILE_N;
-        float *yt = y + (size_t)m0 * ldy + n0;
-        float beta = 0.0f;
-        if (w->bias) {
-            for (int i = 0; i < mt; i++)
-                for (int j = 0; j < nt; j++)
-                    yt[(size_t)i * ldy + j] = w->bias[n0 + j];
-            beta = 1.0f;
+    const int backend = current_backend();
+    gemm_call call = {.w = w, .kernel = backend_kernels[backend], .packed = w->packed, .x = x, .ldx = (size_t)ldx,
+                      .y = y, .ldy = (size_t)ldy, .ep = epilogue};
+    gemm_weights temporary = *w;
+    if (call.kernel && !call.packed) {
+        temporary.packed = NULL;
+        if (gemm_pack(&temporary, NULL) < 0) {
+            scalar_product(&call, m);
+            return;
         }
-        if (k > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mt, nt, k, 1.0f,
-                        x + (size_t)m0 * ldx, ldx, w->w + (size_t)n0 * k, k, beta, yt, ldy);
-        else if (!w->bias)
-            for (int i = 0; i < mt; i++)
-                for (int j = 0; j < nt; j++)
-                    yt[(size_t)i * ldy + j] = 0.0f;
-        if (epilogue)
-            apply_epilogue(epilogue, m0, m0 + mt, n0, n0 + nt, y, ldy);
+        call.packed = temporary.packed;
     }
+    const int k_blocks = (k + K_BLOCK - 1) / K_BLOCK;
+    call.k_block = k_blocks ? (k + k_blocks - 1) / k_blocks : 0;
+
+    /* Tiles: rows in equal multiples of the kernel's block height; panels
+     * as many as keep the tile's slice of W within L2, then fewer until
+     * every thread has a few tiles to take. */
+    const int threads = omp_in_parallel() || (double)m * n * k < PARALLEL_MIN_MACS ? 1 : omp_get_max_threads();
+    const int mr = call.kernel ? call.kernel->mr_max : 1;
+    call.m = m;
+    call.panels = n_panels(n);
+    int tiles_m = (m + TILE_ROWS - 1) / TILE_ROWS;
+    call.tile_m = (m + tiles_m - 1) / tiles_m;
+    call.tile_m = (call.tile_m + mr - 1) / mr * mr;
+    tiles_m = (m + call.tile_m - 1) / call.tile_m;
+    const int fit = TILE_W_BYTES / (int)((call.k_block > 0 ? call.k_block : 1) * GEMM_PANEL * sizeof(float));
+    call.tile_panels = fit < 1 ? 1 : fit < TILE_PANELS ? fit : TILE_PANELS;
+    call.tile_panels = call.tile_panels < call.panels ? call.tile_panels : call.panels;
+    while (threads > 1 && call.tile_panels > 1 &&
+           tiles_m * ((call.panels + call.tile_panels - 1) / call.tile_panels) < TILES_PER_THREAD * threads)
+        call.tile_panels--;
+    const int step = call.kernel ? call.kernel->nr_max / GEMM_PANEL : 1; /* panels per kernel block */
+    if (call.tile_panels > step)
+        call.tile_panels -= call.tile_panels % step;
+    call.tiles_n = (call.panels + call.tile_panels - 1) / call.tile_panels;
+    const int n_tiles = tiles_m * call.tiles_n;
+#pragma omp parallel for schedule(dynamic, 1) if (n_tiles > 1 && threads > 1)
+    for (int t = 0; t < n_tiles; t++) {
+        if (call.kernel)
+            kernel_tile(&call, t);
+        else
+            cblas_tile(&call, t);
+    }
+    if (temporary.packed != w->packed)
+        gemm_unpack(&temporary);
 }

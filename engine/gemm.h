@@ -3,21 +3,43 @@
  * Every dense layer of the model (convolutions after im2col, linear layers,
  * attention projections, fc_out) is y = x W^T + b, with W stored the way
  * PyTorch stores nn.Linear weights: (n_out, n_in), row-major. Keeping one
- * entry point means a faster backend (the engine's own AVX-512 kernels, a
- * vendor BLAS) changes one file, not the model.
+ * entry point means a faster backend changes one module, not the model.
  *
- * The current backend calls CBLAS sgemm on tiles of y from an OpenMP loop,
- * with the BLAS itself single-threaded, so that OpenMP is the only thread
- * pool (OpenBLAS's own busy-waiting threads would fight OpenMP's for cores).
+ * Backends (chosen once per process, see gemm_set_backend):
+ *   avx512    the engine's AVX-512F+FMA kernels      (gemm_avx512.c)
+ *   avx2      the engine's AVX2+FMA kernels          (gemm_avx2.c)
+ *   portable  the same algorithm in plain C          (gemm_portable.c)
+ *   cblas     CBLAS sgemm (OpenBLAS) on tiles of y, single-threaded inside
+ *             OpenMP's loop so that OpenMP stays the only thread pool.
+ * The first three share one blocked driver (gemm.c): weights packed once at
+ * load into panels of GEMM_PANEL columns, cache blocking over K and N,
+ * OpenMP over tiles of M and N, bias/residual/ReLU fused into the store.
+ *
+ * Determinism (the engine's backends, not cblas): every output element is
+ *     s = 0; for k = 0 .. n_in-1: s = fmaf(x[i, k], W[j, k], s);
+ *     if bias: s = s + bias[j];  if residual: s = s + residual[i, j];
+ *     if relu: s = s > 0 ? s : 0;
+ * exactly, in float. So y[i, j] depends only on row i of x and column j of
+ * W: not on m, on the other rows in the batch (a caption never depends on
+ * which images were batched with it), on the tiling or the thread count, and
+ * avx512, avx2 and portable give bit-identical results.
  */
 #ifndef RC_GEMM_H
 #define RC_GEMM_H
 
+#include "err.h"
+
+/* Columns of W per packed panel: two AVX-512 vectors, four AVX2 ones. */
+enum { GEMM_PANEL = 32 };
+
 typedef struct gemm_weights {
     int n_out;         /* N: output features */
     int n_in;          /* K: input features */
-    const float *w;    /* (n_out, n_in) row-major */
+    const float *w;    /* (n_out, n_in) row-major; may be NULL once packed */
     const float *bias; /* (n_out), or NULL */
+    float *packed;     /* (ceil(n_out / GEMM_PANEL), n_in, GEMM_PANEL): panel p
+                        * holds W[p*32 + c, k] at [p][k][c], zero-padded past
+                        * n_out; 64-byte aligned; NULL until gemm_pack */
 } gemm_weights;
 
 /* What is applied to each output element after the product and bias, in this
@@ -28,12 +50,39 @@ typedef struct gemm_epilogue {
     int relu;              /* 1: apply ReLU */
 } gemm_epilogue;
 
-/* y[i, j] = epilogue(sum_k x[i, k] * w->w[j, k] + bias[j]) for i < m, j < n_out.
- * x is (m, ldx) with ldx >= n_in; y is (m, ldy) with ldy >= n_out; y must not
- * alias x. epilogue may be NULL. Parallel over tiles of y with OpenMP; call
- * it from outside parallel regions. */
+/* y[i, j] = epilogue(sum_k x[i, k] * W[j, k] + bias[j]) for i < m, j < n_out.
+ * x is (m, ldx) with ldx >= n_in; y is (m, ldy) with ldy >= n_out; elements
+ * of y past n_out in each row are left untouched. y must not overlap x or
+ * the residual (x and the residual may overlap each other). epilogue may be
+ * NULL. Unpacked weights (packed == NULL) are packed into a temporary for the
+ * call, which is correct but slow: pack once with gemm_pack. Parallel over
+ * tiles of y with OpenMP; inside a parallel region it runs on the calling
+ * thread alone. */
 void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y, int ldy,
                  const gemm_epilogue *epilogue);
+
+/* Makes w->packed from w->w (call once, at load). w->w stays as it is (the
+ * cblas backend reads it when present; the caller may drop it afterwards).
+ * Returns -1 if memory runs out. */
+int gemm_pack(gemm_weights *w, rc_error *err);
+
+/* Frees w->packed (safe on never-packed weights). */
+void gemm_unpack(gemm_weights *w);
+
+/* Selects the backend for the whole process: "auto" (the fastest this CPU
+ * supports: avx512, else avx2, else portable), "avx512", "avx2", "portable"
+ * or "cblas". Returns -1 for an unknown name or an instruction set this CPU
+ * lacks. Without a call, the first gemm_linear uses $RADCAP_GEMM when it
+ * names a usable backend, else "auto". Call at start-up, not while products
+ * run. */
+int gemm_set_backend(const char *name, rc_error *err);
+
+/* The backend in use ("avx512", "avx2", "portable" or "cblas"), resolving
+ * the choice as the first gemm_linear would. */
+const char *gemm_backend_name(void);
+
+/* 1 if this CPU can run the named backend ("auto" always can). */
+int gemm_backend_supported(const char *name);
 
 /* Makes the BLAS backend single-threaded (OpenMP parallelises around it).
  * Call once at start-up, before any gemm_linear. */

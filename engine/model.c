@@ -257,6 +257,8 @@ static int linear_from(captioner *m, gemm_weights *g, const char *prefix, const 
     g->n_in = n_in;
     g->w = w + (size_t)row_offset * n_in;
     g->bias = b + row_offset;
+    if (gemm_pack(g, err) < 0)
+        return rc_prefix(err, "%s: %s", m->ckpt.path, prefix);
     return 0;
 }
 
@@ -294,6 +296,8 @@ static int conv_from(captioner *m, conv_layer *conv, const char *prefix, int c_i
     conv->stride = stride;
     conv->pad = kernel / 2;
     conv->gemm = (gemm_weights){.n_out = c_out, .n_in = kernel * kernel * c_in, .w = wf, .bias = bf};
+    if (gemm_pack(&conv->gemm, err) < 0)
+        return rc_prefix(err, "%s: %s", m->ckpt.path, prefix);
     return 0;
 }
 
@@ -432,8 +436,31 @@ int model_load(captioner *m, const cfg_model *cfg, const char *path, rc_error *e
     return model_build(m, cfg, &ckpt, err);
 }
 
+/* Frees the packed copies of every layer's weights (gemm_pack at load). */
+static void unpack_weights(captioner *m)
+{
+    gemm_unpack(&m->stem.gemm);
+    for (int b = 0; m->blocks && b < m->n_blocks; b++) {
+        conv_layer *convs[4] = {&m->blocks[b].reduce, &m->blocks[b].spatial, &m->blocks[b].expand,
+                                &m->blocks[b].shortcut};
+        for (int i = 0; i < 4; i++)
+            gemm_unpack(&convs[i]->gemm);
+    }
+    gemm_unpack(&m->vis_proj);
+    gemm_unpack(&m->graph_msg);
+    for (int i = 0; m->layers && i < m->cfg.num_layers; i++) {
+        decoder_layer *L = &m->layers[i];
+        gemm_weights *parts[7] = {&L->self_qkv, &L->self_out, &L->cross_q, &L->cross_kv,
+                                  &L->cross_out, &L->ffn_up, &L->ffn_down};
+        for (int k = 0; k < 7; k++)
+            gemm_unpack(parts[k]);
+    }
+    gemm_unpack(&m->fc_out);
+}
+
 void model_free(captioner *m)
 {
+    unpack_weights(m);
     free(m->blocks);
     free(m->layers);
     free(m->folded);

@@ -35,6 +35,10 @@ static void usage(FILE *out)
             "  --config FILE      model configuration JSON (default: the model card's values)\n"
             "  --batch N          images encoded and decoded together (default 8)\n"
             "  --threads N        OpenMP threads (default: OMP_NUM_THREADS, else all cores)\n"
+            "  --gemm NAME        matrix-product kernels: auto (the fastest this CPU runs),\n"
+            "                     avx512, avx2, portable or cblas (OpenBLAS); the engine's\n"
+            "                     own (all but cblas) give identical captions (default:\n"
+            "                     $RADCAP_GEMM if it names one this CPU runs, else auto)\n"
             "  --max-len N        generated tokens at most (default: the configuration's, 80)\n"
             "  --max-pixels N     refuse larger images before decoding (default 100000000)\n"
             "  --exif-orientation apply the EXIF orientation first (PIL does not by default)\n"
@@ -143,10 +147,11 @@ int cmd_caption(int argc, char **argv)
         {"config", required_argument, 0, 'c'},     {"batch", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'},    {"max-len", required_argument, 0, 'l'},
         {"max-pixels", required_argument, 0, 'p'}, {"exif-orientation", no_argument, 0, 'e'},
-        {"json", no_argument, 0, 'j'},             {"help", no_argument, 0, 'h'},
+        {"json", no_argument, 0, 'j'},             {"gemm", required_argument, 0, 'g'},
+        {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *checkpoint = NULL, *vocab_path = NULL, *config_path = NULL;
+    const char *checkpoint = NULL, *vocab_path = NULL, *config_path = NULL, *gemm = NULL;
     int batch = 8, threads = 0, max_len = 0, json = 0, exif = 0;
     long long max_pixels = 100000000;
     int opt;
@@ -163,6 +168,7 @@ int cmd_caption(int argc, char **argv)
         case 'p': bad = cli_parse_ll(optarg, 1, (long long)1 << 50, &max_pixels); break;
         case 'e': exif = 1; break;
         case 'j': json = 1; break;
+        case 'g': gemm = optarg; break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
@@ -182,6 +188,10 @@ int cmd_caption(int argc, char **argv)
     gemm_init();
 
     rc_error err = {{0}};
+    if (gemm && gemm_set_backend(gemm, &err) < 0) {
+        fprintf(stderr, "radcap caption: --gemm: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
     cfg_model cfg;
     cfg_default(&cfg);
     if (config_path && cfg_load(&cfg, config_path, &err) < 0) {

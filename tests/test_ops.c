@@ -58,7 +58,7 @@ static void test_gemm_shapes(void **state)
                         s += res[i * n + j];
                         ref[i * n + j] = relu && s < 0 ? 0 : s;
                     }
-                const gemm_weights gw = {n, k, w, bias};
+                const gemm_weights gw = {n, k, w, bias, NULL};
                 const gemm_epilogue ep = {res, n, relu};
                 gemm_linear(&gw, m, x, ldx, y, ldy, &ep);
                 for (int i = 0; i < m; i++)
@@ -73,7 +73,7 @@ static void test_gemm_plain(void **state)
     (void)state;
     const float x[2 * 3] = {1, 2, 3, 4, 5, 6}, w[2 * 3] = {1, 0, -1, 0.5f, 0.5f, 0.5f};
     float y[4];
-    const gemm_weights gw = {2, 3, w, NULL};
+    const gemm_weights gw = {2, 3, w, NULL, NULL};
     gemm_linear(&gw, 2, x, 3, y, 2, NULL);
     /* row 0: 1-3 = -2, (1+2+3)/2 = 3; row 1: 4-6 = -2, 15/2 = 7.5 */
     const double want[4] = {-2, 3, -2, 7.5};
@@ -112,7 +112,7 @@ static void test_conv_im2col(void **state)
                     ref[(oy * ow + ox) * cout + o] = acc;
                 }
         ops_im2col(x, h, w, cin, k, s, p, cols);
-        const gemm_weights gw = {cout, k * k * cin, wt, bias};
+        const gemm_weights gw = {cout, k * k * cin, wt, bias, NULL};
         gemm_linear(&gw, oh * ow, cols, k * k * cin, y, cout, NULL);
         expect_close(y, ref, (size_t)oh * ow * cout, 1e-5);
         free(x), free(wt), free(bias), free(cols), free(y), free(ref);

@@ -49,7 +49,10 @@ static void test_perplexity_matches_pytorch(void **state)
         printf("SKIP: %s cannot import torch and numpy (apt-get install python3-torch)\n", tu_python());
         skip();
     }
-    char *dir = tu_mkdtemp("perplexity"), cmd[65536], path[8192];
+    /* absolute: the manifest's relative paths would be taken from its own folder */
+    char *tmp = tu_mkdtemp("perplexity"), *dir = realpath(tmp, NULL), cmd[65536], path[8192];
+    free(tmp);
+    assert_non_null(dir);
     snprintf(path, sizeof path, "%s/vocab.txt", dir);
     FILE *f = fopen(path, "w");
     for (int i = 0; i < 400; i++) {

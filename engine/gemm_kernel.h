@@ -1,0 +1,51 @@
+/* gemm_kernel.h: the contract between the blocked driver (gemm.c) and the
+ * per-instruction-set micro-kernels (gemm_avx512.c, gemm_avx2.c,
+ * gemm_portable.c). Internal to the engine.
+ *
+ * A micro-kernel computes one block of y: up to `mr_max` rows by up to
+ * `nr_max` columns (one or more consecutive packed panels of GEMM_PANEL
+ * columns), over one range of K. It must accumulate each
+ * element as one fmaf chain in increasing k, starting from 0 at the first K
+ * block and from the stored partial sum otherwise, and at the last K block
+ * add the bias, then the residual, then apply ReLU, exactly as gemm.h
+ * promises: that is what makes every backend give the same bits.
+ */
+#ifndef RC_GEMM_KERNEL_H
+#define RC_GEMM_KERNEL_H
+
+#include <stddef.h>
+
+#include "gemm.h"
+
+typedef struct gemm_block {
+    const float *a;        /* x at (row i0, column k0): (mr, lda) */
+    size_t lda;            /* row stride of a, in floats */
+    const float *a_next;   /* the next block's a (same lda, kc and mr_max rows), to
+                            * prefetch while this one computes; or NULL */
+    const float *b;        /* first packed panel at k0: (kc, GEMM_PANEL), 64-byte aligned */
+    size_t panel_stride;   /* floats from one panel to the next (n_in * GEMM_PANEL) */
+    int kc;                /* K range of this block (may be 0) */
+    float *c;              /* y at (i0, j0): (mr, ldc) */
+    size_t ldc;            /* row stride of c, in floats */
+    int mr;                /* rows, 1 .. mr_max */
+    int nr;                /* valid columns, 1 .. nr_max (panels past them are not read) */
+    int first;             /* 1: sums start at 0; 0: continue from c */
+    int last;              /* 1: apply the epilogue below and store the result */
+    const float *bias;     /* at j0: (nr), or NULL; read when last */
+    const float *residual; /* at (i0, j0): (mr, ld_residual), or NULL; read when last */
+    size_t ld_residual;    /* row stride of residual, in floats */
+    int relu;              /* 1: max(0, .) when last */
+} gemm_block;
+
+typedef struct gemm_ukernel {
+    const char *name; /* backend name, as gemm_set_backend takes it */
+    int mr_max;       /* most rows per block */
+    int nr_max;       /* most columns per block: a multiple of GEMM_PANEL */
+    void (*run)(const gemm_block *block);
+} gemm_ukernel;
+
+extern const gemm_ukernel gemm_ukernel_avx512;
+extern const gemm_ukernel gemm_ukernel_avx2;
+extern const gemm_ukernel gemm_ukernel_portable;
+
+#endif

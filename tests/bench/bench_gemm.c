@@ -1,0 +1,261 @@
+/* bench_gemm.c: speed of gemm_linear per backend and thread count on the
+ * model's product shapes, next to the machine's measured FMA peak. Not a
+ * test: it checks nothing, it prints (and with --json writes) numbers.
+ *
+ * For each shape (m, n, k) the weights are random and packed once, as the
+ * model packs them at load; every product gets bias and a ReLU (the encoder's
+ * epilogue). Products are repeated for --seconds; the figure is GFLOP/s
+ * (2 m n k per product) of the fastest one, timed alone or, when one takes
+ * under a millisecond, in groups: on a shared machine (this one often is)
+ * the fastest product is the one that had the cores to itself. The
+ * "cpu-time" column divides by CPU time per thread instead, over all of
+ * them. The peak is an AVX-512 (else AVX2) FMA loop on the same threads,
+ * timed the same way: it is what "% of peak" divides by.
+ *
+ * usage: bench_gemm [--backends avx512,avx2,portable,cblas] [--threads 1,2]
+ *                   [--shape M,N,K]... [--seconds S] [--json FILE]
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/gemm.h"
+#include "engine/rng.h"
+
+enum { MAX_SHAPES = 32, MAX_LIST = 8 };
+
+typedef struct shape {
+    int m, n, k;
+    const char *what; /* where the model computes it */
+} shape;
+
+static const shape default_shapes[] = {
+    {3136 * 8, 64, 576, "3x3 conv stage 1, batch 8"},
+    {784 * 8, 512, 128, "1x1 conv stage 2 expand, batch 8"},
+    {49 * 8, 2048, 512, "1x1 conv stage 4 expand, batch 8"},
+    {1, 30522, 512, "fc_out, 1 sequence"},
+    {32, 30522, 512, "fc_out, 32 sequences"},
+    {128, 30522, 512, "fc_out, 128 sequences"},
+    {32, 1536, 512, "self_qkv, 32 sequences"},
+};
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* 16 independent FMA chains: more than latency x ports on current cores,
+ * so the loop runs at the FMA units' throughput. */
+__attribute__((target("avx512f,fma"))) static float fma_loop_512(long iters)
+{
+    __m512 acc[16];
+    const __m512 mul = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-6f);
+    for (int i = 0; i < 16; i++)
+        acc[i] = _mm512_set1_ps((float)i);
+    for (long it = 0; it < iters; it++)
+        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = _mm512_fmadd_ps(acc[i], mul, add);
+    for (int i = 1; i < 16; i++)
+        acc[0] = _mm512_add_ps(acc[0], acc[i]);
+    return _mm512_reduce_add_ps(acc[0]);
+}
+
+__attribute__((target("avx2,fma"))) static float fma_loop_256(long iters)
+{
+    __m256 acc[16];
+    const __m256 mul = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-6f);
+    for (int i = 0; i < 16; i++)
+        acc[i] = _mm256_set1_ps((float)i);
+    for (long it = 0; it < iters; it++)
+        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = _mm256_fmadd_ps(acc[i], mul, add);
+    float out[8];
+    for (int i = 1; i < 16; i++)
+        acc[0] = _mm256_add_ps(acc[0], acc[i]);
+    _mm256_storeu_ps(out, acc[0]);
+    return out[0];
+}
+
+/* FMA peak in GFLOP/s on `threads` threads (each running the loop): the
+ * fastest of runs of about a millisecond, repeated until 1000 in a row bring
+ * nothing faster (a shared machine leaves a few of them undisturbed). */
+static double fma_peak(int threads, int avx512)
+{
+    const long iters = 300000;
+    double best = 0;
+    for (int run = 0, stale = 0; run < 20000 && stale < 1000; run++, stale++) {
+        float total = 0;
+        const double t0 = now();
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+        total += avx512 ? fma_loop_512(iters) : fma_loop_256(iters);
+        const double t = now() - t0;
+        if (total == 42.0f) /* keeps the loops' results alive */
+            printf(" ");
+        const double gflops = (double)threads * iters * 16 * (avx512 ? 16 : 8) * 2 / t / 1e9;
+        if (gflops > best * 1.001)
+            stale = 0;
+        best = gflops > best ? gflops : best;
+    }
+    return best;
+}
+
+static int parse_list(char *text, char **items, int max)
+{
+    int n = 0;
+    for (char *tok = strtok(text, ","); tok && n < max; tok = strtok(NULL, ","))
+        items[n++] = tok;
+    return n;
+}
+
+/* Speed of gemm_linear on one shape (see the top of the file). */
+typedef struct speed {
+    double wall_gflops, cpu_gflops;
+} speed;
+
+static speed time_product(const gemm_weights *w, int m, const float *x, float *y, double seconds, int threads)
+{
+    const gemm_epilogue relu = {.relu = 1};
+    gemm_linear(w, m, x, w->n_in, y, w->n_out, &relu); /* warm-up: caches, page faults, thread start */
+    double t = now();
+    gemm_linear(w, m, x, w->n_in, y, w->n_out, &relu);
+    t = now() - t;
+    const long group = t < 1e-3 ? (long)(1e-3 / (t > 1e-7 ? t : 1e-7)) + 1 : 1;
+    double fastest = 1e30, cpu = 0;
+    long groups = 0;
+    const double start = now();
+    do {
+        const double t0 = now(), c0 = cpu_now();
+        for (long i = 0; i < group; i++)
+            gemm_linear(w, m, x, w->n_in, y, w->n_out, &relu);
+        const double elapsed = (now() - t0) / group;
+        cpu += cpu_now() - c0;
+        fastest = elapsed < fastest ? elapsed : fastest;
+        groups++;
+    } while (now() - start < seconds);
+    const double flop = 2.0 * m * w->n_out * w->n_in;
+    return (speed){flop / fastest / 1e9, flop * groups * group / (cpu / threads) / 1e9};
+}
+
+int main(int argc, char **argv)
+{
+    char backends_text[256] = "avx512,avx2,portable,cblas", threads_text[64] = "1,2";
+    shape shapes[MAX_SHAPES];
+    int n_shapes = 0;
+    double seconds = 1.0;
+    const char *json_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--backends") == 0 && val)
+            snprintf(backends_text, sizeof backends_text, "%s", val), i++;
+        else if (strcmp(arg, "--threads") == 0 && val)
+            snprintf(threads_text, sizeof threads_text, "%s", val), i++;
+        else if (strcmp(arg, "--seconds") == 0 && val)
+            seconds = atof(val), i++;
+        else if (strcmp(arg, "--json") == 0 && val)
+            json_path = val, i++;
+        else if (strcmp(arg, "--shape") == 0 && val && n_shapes < MAX_SHAPES) {
+            shape s = {0, 0, 0, "custom"};
+            if (sscanf(val, "%d,%d,%d", &s.m, &s.n, &s.k) != 3 || s.m < 1 || s.n < 1 || s.k < 1) {
+                fprintf(stderr, "bench_gemm: --shape wants M,N,K, got '%s'\n", val);
+                return 2;
+            }
+            shapes[n_shapes++] = s;
+            i++;
+        } else {
+            fprintf(stderr, "usage: bench_gemm [--backends LIST] [--threads LIST] [--shape M,N,K]... "
+                            "[--seconds S] [--json FILE]\n");
+            return 2;
+        }
+    }
+    if (!n_shapes) {
+        n_shapes = (int)(sizeof default_shapes / sizeof default_shapes[0]);
+        memcpy(shapes, default_shapes, sizeof default_shapes);
+    }
+    char *backends[MAX_LIST], *thread_items[MAX_LIST];
+    const int n_backends = parse_list(backends_text, backends, MAX_LIST);
+    const int n_threads = parse_list(threads_text, thread_items, MAX_LIST);
+    gemm_init();
+
+    const int avx512 = gemm_backend_supported("avx512");
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    printf("OPENBLAS_CORETYPE=%s; FMA peak (%s):", coretype ? coretype : "(unset)", avx512 ? "AVX-512" : "AVX2");
+    double peaks[MAX_LIST];
+    for (int t = 0; t < n_threads; t++) {
+        peaks[t] = fma_peak(atoi(thread_items[t]), avx512);
+        printf(" %.1f GFLOP/s on %s thread(s);", peaks[t], thread_items[t]);
+    }
+    printf("\n\n%-20s %-34s %-9s %7s %8s %6s %8s %6s\n", "shape (m, n, k)", "", "backend", "threads", "GFLOP/s",
+           "%peak", "cpu-time", "%peak");
+    FILE *json = json_path ? fopen(json_path, "w") : NULL;
+    if (json_path && !json) {
+        fprintf(stderr, "bench_gemm: cannot write %s\n", json_path);
+        return 1;
+    }
+    if (json)
+        fprintf(json, "{\"openblas_coretype\": \"%s\", \"results\": [\n", coretype ? coretype : "");
+    int first_record = 1;
+    rng_state rng;
+    rng_seed(&rng, 7);
+    for (int s = 0; s < n_shapes; s++) {
+        const shape *sh = &shapes[s];
+        float *w = malloc(sizeof(float) * sh->n * sh->k), *bias = malloc(sizeof(float) * sh->n);
+        float *x = malloc(sizeof(float) * sh->m * sh->k), *y = malloc(sizeof(float) * sh->m * sh->n);
+        if (!w || !bias || !x || !y) {
+            fprintf(stderr, "bench_gemm: out of memory for shape %d,%d,%d\n", sh->m, sh->n, sh->k);
+            return 1;
+        }
+        for (size_t i = 0; i < (size_t)sh->n * sh->k; i++)
+            w[i] = (float)(0.05 * rng_normal(&rng));
+        for (int i = 0; i < sh->n; i++)
+            bias[i] = (float)(0.1 * rng_normal(&rng));
+        for (size_t i = 0; i < (size_t)sh->m * sh->k; i++)
+            x[i] = (float)rng_normal(&rng);
+        gemm_weights gw = {sh->n, sh->k, w, bias, NULL};
+        rc_error err = {{0}};
+        if (gemm_pack(&gw, &err) < 0) {
+            fprintf(stderr, "bench_gemm: %s\n", err.msg);
+            return 1;
+        }
+        char label[64];
+        snprintf(label, sizeof label, "(%d, %d, %d)", sh->m, sh->n, sh->k);
+        for (int b = 0; b < n_backends; b++) {
+            if (gemm_set_backend(backends[b], &err) < 0) {
+                printf("%-20s %-34s %-9s skipped: %s\n", label, sh->what, backends[b], err.msg);
+                continue;
+            }
+            for (int t = 0; t < n_threads; t++) {
+                const int threads = atoi(thread_items[t]);
+                omp_set_num_threads(threads);
+                const speed sp = time_product(&gw, sh->m, x, y, seconds, threads);
+                printf("%-20s %-34s %-9s %7d %8.1f %5.0f%% %8.1f %5.0f%%\n", label, sh->what, backends[b], threads,
+                       sp.wall_gflops, 100 * sp.wall_gflops / peaks[t], sp.cpu_gflops,
+                       100 * sp.cpu_gflops / peaks[t]);
+                fflush(stdout);
+                if (json)
+                    fprintf(json,
+                            "%s  {\"m\": %d, \"n\": %d, \"k\": %d, \"backend\": \"%s\", \"threads\": %d, "
+                            "\"gflops\": %.2f, \"cpu_time_gflops\": %.2f, \"peak_gflops\": %.2f}",
+                            first_record ? "" : ",\n", sh->m, sh->n, sh->k, backends[b], threads, sp.wall_gflops,
+                            sp.cpu_gflops, peaks[t]);
+                first_record = 0;
+            }
+        }
+        gemm_unpack(&gw);
+        free(w), free(bias), free(x), free(y);
+    }
+    if (json) {
+        fprintf(json, "\n]}\n");
+        fclose(json);
+    }
+    return 0;
+}

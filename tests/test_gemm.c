@@ -1,0 +1,448 @@
+/* Tests of gemm.h: every backend against references written here from the
+ * definition (a double-precision sum, and for the engine's own backends the
+ * exact fmaf chain gemm.h promises, element by element), on odd shapes;
+ * determinism across batch composition, tiles, threads and backends; the
+ * packed layout; backend selection. */
+#include <math.h>
+#include <omp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "engine/gemm.h"
+#include "engine/rng.h"
+
+/* Marks y's padding (columns n .. ldy-1): it must survive every product. */
+#define SENTINEL 12345.0f
+
+static const char *const engine_backends[] = {"avx512", "avx2", "portable"};
+static const char *const all_backends[] = {"avx512", "avx2", "portable", "cblas"};
+enum { N_ENGINE = 3, N_ALL = 4 };
+
+static float *random_floats(rng_state *r, size_t n, double scale)
+{
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(scale * rng_normal(r));
+    return x;
+}
+
+static void use_backend(const char *name)
+{
+    rc_error err = {{0}};
+    if (gemm_set_backend(name, &err) < 0)
+        fail_msg("%s", err.msg);
+    if (strcmp(name, "auto") != 0)
+        assert_string_equal(gemm_backend_name(), name);
+}
+
+/* One product's operands; x (m, ldx), residual (m, ld_res), y (m, ldy). */
+typedef struct problem {
+    int m, n, k, ldx, ldy, ld_res;
+    float *x, *w, *bias, *res;
+    int use_bias, use_res, relu;
+} problem;
+
+static problem make_problem(rng_state *r, int m, int n, int k, int variant)
+{
+    problem p = {.m = m, .n = n, .k = k, .ldx = k + variant % 3, .ldy = n + 1 + variant % 5, .ld_res = n + 2};
+    p.x = random_floats(r, (size_t)m * p.ldx, 1.0);
+    p.w = random_floats(r, (size_t)n * k, 1.0);
+    p.bias = random_floats(r, n, 1.0);
+    p.res = random_floats(r, (size_t)m * p.ld_res, 1.0);
+    p.use_bias = variant & 1;
+    p.use_res = (variant >> 1) & 1;
+    p.relu = (variant >> 2) & 1;
+    return p;
+}
+
+static void free_problem(problem *p)
+{
+    free(p->x), free(p->w), free(p->bias), free(p->res);
+}
+
+/* y = epilogue(x W^T + b) in double: the mathematical answer. */
+static double *reference_double(const problem *p)
+{
+    double *ref = malloc(sizeof(double) * ((size_t)p->m * p->n + 1));
+    assert_non_null(ref);
+    for (int i = 0; i < p->m; i++)
+        for (int j = 0; j < p->n; j++) {
+            double s = 0;
+            for (int t = 0; t < p->k; t++)
+                s += (double)p->x[(size_t)i * p->ldx + t] * p->w[(size_t)j * p->k + t];
+            if (p->use_bias)
+                s += p->bias[j];
+            if (p->use_res)
+                s += p->res[(size_t)i * p->ld_res + j];
+            ref[(size_t)i * p->n + j] = p->relu && !(s > 0) ? 0 : s;
+        }
+    return ref;
+}
+
+/* The exact float computation gemm.h specifies for the engine's backends. */
+static float *reference_chain(const problem *p)
+{
+    float *ref = malloc(sizeof(float) * ((size_t)p->m * p->n + 1));
+    assert_non_null(ref);
+    for (int i = 0; i < p->m; i++)
+        for (int j = 0; j < p->n; j++) {
+            float s = 0.0f;
+            for (int t = 0; t < p->k; t++)
+                s = fmaf(p->x[(size_t)i * p->ldx + t], p->w[(size_t)j * p->k + t], s);
+            if (p->use_bias)
+                s = s + p->bias[j];
+            if (p->use_res)
+                s = s + p->res[(size_t)i * p->ld_res + j];
+            ref[(size_t)i * p->n + j] = p->relu ? (s > 0.0f ? s : 0.0f) : s;
+        }
+    return ref;
+}
+
+/* Runs the product into a fresh y whose padding holds SENTINEL. */
+static float *run_problem(const problem *p, const gemm_weights *gw)
+{
+    float *y = malloc(sizeof(float) * ((size_t)p->m * p->ldy + 1));
+    assert_non_null(y);
+    for (size_t i = 0; i < (size_t)p->m * p->ldy; i++)
+        y[i] = SENTINEL;
+    const gemm_epilogue ep = {p->use_res ? p->res : NULL, p->ld_res, p->relu};
+    gemm_linear(gw, p->m, p->x, p->ldx, y, p->ldy, &ep);
+    return y;
+}
+
+/* Checks y against both references (the chain only when `exact`) and that
+ * the padding past n is untouched. */
+static void check_result(const char *backend, const problem *p, const float *y, const double *ref,
+                         const float *chain, int exact)
+{
+    const double tol = 1e-5 * sqrt((double)p->k + 1);
+    for (int i = 0; i < p->m; i++) {
+        for (int j = 0; j < p->n; j++) {
+            const float got = y[(size_t)i * p->ldy + j];
+            const double want = ref[(size_t)i * p->n + j];
+            if (!(fabs(got - want) <= tol * (1.0 + fabs(want))))
+                fail_msg("%s (m %d, n %d, k %d, bias %d, res %d, relu %d): y[%d, %d] = %.9g, expected %.9g", backend,
+                         p->m, p->n, p->k, p->use_bias, p->use_res, p->relu, i, j, got, want);
+            if (exact && memcmp(&got, &chain[(size_t)i * p->n + j], sizeof got) != 0)
+                fail_msg("%s (m %d, n %d, k %d): y[%d, %d] = %.9g is not the fmaf chain's %.9g", backend, p->m,
+                         p->n, p->k, i, j, got, chain[(size_t)i * p->n + j]);
+        }
+        for (int j = p->n; j < p->ldy; j++)
+            if (y[(size_t)i * p->ldy + j] != SENTINEL)
+                fail_msg("%s (m %d, n %d, k %d): padding y[%d, %d] was overwritten", backend, p->m, p->n, p->k, i,
+                         j);
+    }
+}
+
+/* Every backend, packed and unpacked weights, on shapes around the vector
+ * width (16), the panel (32) and the AVX-512 block (64 columns), the
+ * kernels' rows (6, 4), the K block (1024: K of 1025 and 2100 take 2 and 3
+ * blocks) and the row tile (336); all 8 epilogue combinations in turn. */
+static void test_backends_on_odd_shapes(void **state)
+{
+    (void)state;
+    static const int ms[] = {1, 7, 14, 15, 33, 337, 1000};
+    static const int ns[] = {1, 7, 16, 31, 33, 64, 100, 1000};
+    static const int ks[] = {1, 7, 17, 33, 257, 1000, 1025, 2100};
+    rng_state r;
+    rng_seed(&r, 11);
+    int variant = 0, cases = 0;
+    for (size_t a = 0; a < sizeof ms / sizeof *ms; a++)
+        for (size_t b = 0; b < sizeof ns / sizeof *ns; b++)
+            for (size_t c = 0; c < sizeof ks / sizeof *ks; c++) {
+                const int m = ms[a], n = ns[b], k = ks[c];
+                if ((double)m * n * k > 3e6 && !(m == 1000 && n == 33 && k == 1000))
+                    continue;
+                problem p = make_problem(&r, m, n, k, variant++);
+                double *ref = reference_double(&p);
+                float *chain = reference_chain(&p);
+                gemm_weights packed = {n, k, p.w, p.use_bias ? p.bias : NULL, NULL};
+                rc_error err = {{0}};
+                if (gemm_pack(&packed, &err) < 0)
+                    fail_msg("%s", err.msg);
+                const gemm_weights unpacked = {n, k, p.w, packed.bias, NULL};
+                for (int be = 0; be < N_ALL; be++) {
+                    if (!gemm_backend_supported(all_backends[be]))
+                        continue;
+                    use_backend(all_backends[be]);
+                    const int exact = be < N_ENGINE;
+                    for (int form = 0; form < 2; form++) {
+                        float *y = run_problem(&p, form ? &unpacked : &packed);
+                        check_result(all_backends[be], &p, y, ref, chain, exact);
+                        free(y);
+                    }
+                }
+                gemm_unpack(&packed);
+                free(ref), free(chain);
+                free_problem(&p);
+                cases++;
+            }
+    printf("  %d shapes x %d backends x packed/unpacked weights\n", cases, N_ALL);
+    use_backend("auto");
+}
+
+/* K = 0: y = epilogue(bias), the empty sum being 0. */
+static void test_empty_k(void **state)
+{
+    (void)state;
+    const float bias[3] = {1.5f, -2.0f, 0.25f}, res[2 * 3] = {1, 1, 1, -1, -1, -1};
+    const float x[2] = {99, 99}; /* never read: K is 0 */
+    for (int be = 0; be < N_ALL; be++) {
+        if (!gemm_backend_supported(all_backends[be]))
+            continue;
+        use_backend(all_backends[be]);
+        gemm_weights gw = {3, 0, NULL, bias, NULL};
+        rc_error err = {{0}};
+        assert_int_equal(gemm_pack(&gw, &err), 0);
+        float y[2 * 3];
+        const gemm_epilogue ep = {res, 3, 1};
+        gemm_linear(&gw, 2, x, 1, y, 3, &ep);
+        /* row 0: relu(bias + 1) = 2.5, 0 (-1), 1.25; row 1: relu(bias - 1) = 0.5, 0, 0 */
+        const float want[6] = {2.5f, 0.0f, 1.25f, 0.5f, 0.0f, 0.0f};
+        for (int i = 0; i < 6; i++)
+            if (y[i] != want[i])
+                fail_msg("%s: y[%d] = %g, expected %g", all_backends[be], i, y[i], want[i]);
+        gemm_unpack(&gw);
+    }
+    use_backend("auto");
+}
+
+/* m = 0 and n = 0 touch nothing. */
+static void test_empty_products(void **state)
+{
+    (void)state;
+    const float w[4] = {1, 2, 3, 4}, x[2] = {1, 1};
+    float y[4] = {7, 7, 7, 7};
+    const gemm_weights gw = {2, 2, w, NULL, NULL};
+    gemm_linear(&gw, 0, x, 2, y, 2, NULL);
+    const gemm_weights none = {0, 2, w, NULL, NULL};
+    gemm_linear(&none, 1, x, 2, y, 2, NULL);
+    for (int i = 0; i < 4; i++)
+        assert_true(y[i] == 7.0f);
+}
+
+/* The residual may be x itself (y = x + f(x) when n == k); y must be apart. */
+static void test_residual_is_x(void **state)
+{
+    (void)state;
+    /* x = [[1, 2], [3, 4]], W = [[1, 0], [1, 1]], bias = [0.5, -10]:
+     * x W^T = [[1, 3], [3, 7]]; + bias = [[1.5, -7], [3.5, -3]];
+     * + x = [[2.5, -5], [6.5, 1]]; relu -> [[2.5, 0], [6.5, 1]] */
+    const float x[4] = {1, 2, 3, 4}, w[4] = {1, 0, 1, 1}, bias[2] = {0.5f, -10.0f};
+    const float want[4] = {2.5f, 0.0f, 6.5f, 1.0f};
+    for (int be = 0; be < N_ALL; be++) {
+        if (!gemm_backend_supported(all_backends[be]))
+            continue;
+        use_backend(all_backends[be]);
+        gemm_weights gw = {2, 2, w, bias, NULL};
+        rc_error err = {{0}};
+        assert_int_equal(gemm_pack(&gw, &err), 0);
+        float y[4];
+        const gemm_epilogue ep = {x, 2, 1};
+        gemm_linear(&gw, 2, x, 2, y, 2, &ep);
+        for (int i = 0; i < 4; i++)
+            if (y[i] != want[i])
+                fail_msg("%s: y[%d] = %g, expected %g", all_backends[be], i, y[i], want[i]);
+        gemm_unpack(&gw);
+    }
+    use_backend("auto");
+}
+
+/* A row's result is the same bits whatever rows surround it, where it falls
+ * in the kernels' blocks and tiles, how many threads run, and which engine
+ * backend computes it. Shapes as the model's: a decoder-like product (N
+ * split over threads) and an encoder-like one (M and N split). */
+static void test_determinism(void **state)
+{
+    (void)state;
+    struct { int rows, n, k; } shapes[] = {{300, 200, 1100}, {700, 96, 320}};
+    static const int windows[][2] = {{0, 1}, {5, 1}, {17, 13}, {100, 14}, {3, 200}, {299, 1}, {0, 300}, {1, 299}};
+    const int saved_threads = omp_get_max_threads();
+    rng_state r;
+    rng_seed(&r, 12);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int rows = shapes[s].rows, n = shapes[s].n, k = shapes[s].k;
+        problem p = make_problem(&r, rows, n, k, 7); /* bias, residual and ReLU */
+        gemm_weights gw = {n, k, p.w, p.bias, NULL};
+        rc_error err = {{0}};
+        assert_int_equal(gemm_pack(&gw, &err), 0);
+        float *chain = reference_chain(&p);
+        float *y = malloc(sizeof(float) * (size_t)rows * p.ldy);
+        assert_non_null(y);
+        for (int be = 0; be < N_ENGINE; be++) {
+            if (!gemm_backend_supported(engine_backends[be]))
+                continue;
+            use_backend(engine_backends[be]);
+            for (int threads = 1; threads <= 3; threads++) {
+                omp_set_num_threads(threads);
+                for (size_t wi = 0; wi < sizeof windows / sizeof *windows; wi++) {
+                    const int first = windows[wi][0], m = windows[wi][1] < rows - first ? windows[wi][1] : rows - first;
+                    const gemm_epilogue ep = {p.res + (size_t)first * p.ld_res, p.ld_res, 1};
+                    gemm_linear(&gw, m, p.x + (size_t)first * p.ldx, p.ldx, y, p.ldy, &ep);
+                    for (int i = 0; i < m; i++)
+                        if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)(first + i) * n, sizeof(float) * n) != 0)
+                            fail_msg("%s, %d threads, rows %d..%d of (%d, %d, %d): row %d differs from the same row "
+                                     "computed alone",
+                                     engine_backends[be], threads, first, first + m, rows, n, k, first + i);
+                }
+            }
+        }
+        omp_set_num_threads(saved_threads);
+        free(y), free(chain);
+        gemm_unpack(&gw);
+        free_problem(&p);
+    }
+    use_backend("auto");
+}
+
+/* Called from inside a parallel region (each thread its own product), a
+ * product runs on its calling thread and gives the same bits. */
+static void test_inside_parallel_region(void **state)
+{
+    (void)state;
+    rng_state r;
+    rng_seed(&r, 13);
+    problem p = make_problem(&r, 64, 200, 300, 7);
+    gemm_weights gw = {p.n, p.k, p.w, p.bias, NULL};
+    rc_error err = {{0}};
+    assert_int_equal(gemm_pack(&gw, &err), 0);
+    float *chain = reference_chain(&p);
+    float *y = malloc(sizeof(float) * (size_t)p.m * p.ldy);
+    assert_non_null(y);
+    for (int be = 0; be < N_ENGINE; be++) {
+        if (!gemm_backend_supported(engine_backends[be]))
+            continue;
+        use_backend(engine_backends[be]);
+        memset(y, 0, sizeof(float) * (size_t)p.m * p.ldy);
+#pragma omp parallel for num_threads(4) schedule(static, 1)
+        for (int part = 0; part < 8; part++) { /* rows 8 part .. 8 part + 7 */
+            const gemm_epilogue ep = {p.res + (size_t)part * 8 * p.ld_res, p.ld_res, 1};
+            gemm_linear(&gw, 8, p.x + (size_t)part * 8 * p.ldx, p.ldx, y + (size_t)part * 8 * p.ldy, p.ldy, &ep);
+        }
+        for (int i = 0; i < p.m; i++)
+            if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)i * p.n, sizeof(float) * p.n) != 0)
+                fail_msg("%s: row %d computed inside a parallel region differs", engine_backends[be], i);
+    }
+    free(y), free(chain);
+    gemm_unpack(&gw);
+    free_problem(&p);
+    use_backend("auto");
+}
+
+/* Panel p holds W[p*32 + c, k] at [p][k][c], zeros past n_out. */
+static void test_packed_layout(void **state)
+{
+    (void)state;
+    const int n = 40, k = 3;
+    float w[40 * 3];
+    for (int j = 0; j < n; j++)
+        for (int t = 0; t < k; t++)
+            w[j * k + t] = (float)(100 * j + t);
+    gemm_weights gw = {n, k, w, NULL, NULL};
+    rc_error err = {{0}};
+    assert_int_equal(gemm_pack(&gw, &err), 0);
+    assert_non_null(gw.packed);
+    assert_int_equal((uintptr_t)gw.packed % 64, 0);
+    float *first = gw.packed;
+    assert_int_equal(gemm_pack(&gw, &err), 0); /* already packed: kept */
+    assert_ptr_equal(gw.packed, first);
+    for (int p = 0; p < 2; p++)
+        for (int t = 0; t < k; t++)
+            for (int c = 0; c < GEMM_PANEL; c++) {
+                const int j = p * GEMM_PANEL + c;
+                const float want = j < n ? (float)(100 * j + t) : 0.0f;
+                assert_true(gw.packed[((size_t)p * k + t) * GEMM_PANEL + c] == want);
+            }
+    /* once packed, the original may go: every backend (cblas through the
+     * panels) computes from the packed copy. x = [1, 1, 1]: y[j] = 300 j + 3 */
+    gw.w = NULL;
+    const float x[3] = {1, 1, 1};
+    for (int be = 0; be < N_ALL; be++) {
+        if (!gemm_backend_supported(all_backends[be]))
+            continue;
+        use_backend(all_backends[be]);
+        float y[40];
+        gemm_linear(&gw, 1, x, 3, y, 40, NULL);
+        for (int j = 0; j < n; j++)
+            if (y[j] != (float)(300 * j + 3))
+                fail_msg("%s from panels only: y[%d] = %g, expected %d", all_backends[be], j, y[j], 300 * j + 3);
+    }
+    gemm_unpack(&gw);
+    assert_null(gw.packed);
+    gemm_unpack(&gw); /* harmless twice */
+    gemm_weights nothing = {2, 2, NULL, NULL, NULL};
+    assert_int_equal(gemm_pack(&nothing, &err), -1);
+    assert_non_null(strstr(err.msg, "(2, 2)"));
+    use_backend("auto");
+}
+
+static void test_backend_selection(void **state)
+{
+    (void)state;
+    rc_error err = {{0}};
+    assert_int_equal(gemm_set_backend("sse9", &err), -1);
+    assert_non_null(strstr(err.msg, "'sse9'"));
+    assert_false(gemm_backend_supported("sse9"));
+    assert_true(gemm_backend_supported("portable"));
+    assert_true(gemm_backend_supported("cblas"));
+    assert_true(gemm_backend_supported("auto"));
+    /* auto is the widest vector unit this CPU has */
+    assert_int_equal(gemm_set_backend("auto", &err), 0);
+    const char *want = gemm_backend_supported("avx512") ? "avx512"
+                       : gemm_backend_supported("avx2") ? "avx2"
+                                                        : "portable";
+    assert_string_equal(gemm_backend_name(), want);
+    if (!gemm_backend_supported("avx512")) {
+        assert_int_equal(gemm_set_backend("avx512", &err), -1);
+        assert_non_null(strstr(err.msg, "lacks"));
+    }
+}
+
+/* Without gemm_set_backend, $RADCAP_GEMM decides at first use, and a value
+ * that names nothing usable falls back to auto. The choice is made once per
+ * process, so each case runs in a child forked before this program's first
+ * product (this test runs first). */
+static int child_backend_is(const char *env_value, const char *expected)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("RADCAP_GEMM", env_value, 1);
+        _exit(strcmp(gemm_backend_name(), expected) == 0 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void test_environment_choice(void **state)
+{
+    (void)state;
+    const char *fastest = gemm_backend_supported("avx512") ? "avx512"
+                          : gemm_backend_supported("avx2") ? "avx2"
+                                                           : "portable";
+    assert_true(child_backend_is("portable", "portable"));
+    assert_true(child_backend_is("cblas", "cblas"));
+    assert_true(child_backend_is("no-such-backend", fastest));
+}
+
+int main(void)
+{
+    gemm_init();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_environment_choice), /* first: before this process picks a backend */
+        cmocka_unit_test(test_backend_selection),  cmocka_unit_test(test_packed_layout),
+        cmocka_unit_test(test_empty_products),     cmocka_unit_test(test_empty_k),
+        cmocka_unit_test(test_residual_is_x),      cmocka_unit_test(test_backends_on_odd_shapes),
+        cmocka_unit_test(test_determinism),        cmocka_unit_test(test_inside_parallel_region),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
