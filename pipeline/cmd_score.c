@@ -58,45 +58,16 @@ static const char usage_text[] =
 
 #define WARN_LIST_MAX 5 /* ids listed in a warning before "..." */
 
-/* Writes s as a JSON string (s is valid UTF-8: the caption file reader
- * checks ids). */
-static void json_string(FILE *out, const char *s)
+static int print_json(FILE *out, const metrics_result *r, const capfile *cands)
 {
-    putc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(out, "\\u%04x", *p);
-        else
-            putc(*p, out);
-    }
-    putc('"', out);
-}
-
-static void json_scores(FILE *out, const metrics_scores *s)
-{
-    fprintf(out, "{\"bleu\": [%.17g, %.17g, %.17g, %.17g], \"cider\": %.17g, \"rouge_l\": %.17g}", s->bleu[0],
-            s->bleu[1], s->bleu[2], s->bleu[3], s->cider, s->rouge_l);
-}
-
-static void print_json(FILE *out, const metrics_result *r, const capfile *cands)
-{
-    const metrics_scores *c = &r->corpus;
-    fprintf(out, "{\"bleu\": [%.17g, %.17g, %.17g, %.17g], \"cider\": %.17g, \"rouge_l\": %.17g, \"per_image\": {",
-            c->bleu[0], c->bleu[1], c->bleu[2], c->bleu[3], c->cider, c->rouge_l);
-    int first = 1;
-    for (size_t i = 0; i < r->n_items; i++) {
-        if (!r->scored[i])
-            continue;
-        if (!first)
-            fputs(", ", out);
-        first = 0;
-        json_string(out, cands->entries[i].id);
-        fputs(": ", out);
-        json_scores(out, &r->per_image[i]);
-    }
-    fputs("}}\n", out);
+    const char **ids = malloc(sizeof *ids * (r->n_items ? r->n_items : 1));
+    if (!ids)
+        return -1;
+    for (size_t i = 0; i < r->n_items; i++)
+        ids[i] = cands->entries[i].id;
+    metrics_write_json(out, r, ids);
+    free(ids);
+    return 0;
 }
 
 static void print_table(FILE *out, const metrics_result *r, int pretokenized, int drop_brackets)
@@ -234,9 +205,10 @@ int cmd_score(int argc, char **argv)
     if (!(result = metrics_compute(items, n, &err)))
         goto fail;
 
-    if (json)
-        print_json(stdout, result, cands);
-    else
+    if (json && print_json(stdout, result, cands) < 0) {
+        rc_fail(&err, "out of memory");
+        goto fail;
+    } else if (!json)
         print_table(stdout, result, pretokenized, tok_opt.drop_brackets);
     if (fflush(stdout) == EOF || ferror(stdout)) {
         rc_fail(&err, "cannot write standard output");

@@ -61,6 +61,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "engine/err.h"
 
@@ -101,5 +102,13 @@ void metrics_free(metrics_result *result);
  * within blocks of 8192 values, the blocks added in turn), 0 for n = 0.
  * Exposed for the tests and for callers that average per-image scores. */
 double metrics_mean(const double *x, size_t n);
+
+/* Writes the scores as one JSON object and a new line, numbers in full
+ * double precision: {"bleu": [b1, b2, b3, b4], "cider": x, "rouge_l": x,
+ * "per_image": {"ID": {"bleu": [...], "cider": x, "rouge_l": x}, ...}}, the
+ * per-image entries of the scored items in order, ids[i] naming item i
+ * (valid UTF-8). A NULL result writes zero scores and no per-image entry.
+ * (pipeline/metrics_json.c) */
+void metrics_write_json(FILE *out, const metrics_result *result, const char *const *ids);
 
 #endif

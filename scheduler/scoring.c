@@ -222,42 +222,9 @@ void sched_scores_free(sched_scores *scores)
     memset(scores, 0, sizeof *scores);
 }
 
-/* s as a JSON string (ids are valid UTF-8: the manifest reader makes them so). */
-static void json_string(FILE *out, const char *s)
-{
-    putc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(out, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(out, "\\u%04x", *p);
-        else
-            putc(*p, out);
-    }
-    putc('"', out);
-}
-
-static void json_scores(FILE *out, const metrics_scores *s)
-{
-    fprintf(out, "{\"bleu\": [%.17g, %.17g, %.17g, %.17g], \"cider\": %.17g, \"rouge_l\": %.17g", s->bleu[0],
-            s->bleu[1], s->bleu[2], s->bleu[3], s->cider, s->rouge_l);
-}
-
 void sched_scores_write_json(FILE *out, const sched_scores *scores)
 {
-    static const metrics_scores zero;
-    const metrics_result *r = scores->result;
-    json_scores(out, r ? &r->corpus : &zero);
-    fputs(", \"per_image\": {", out);
-    for (size_t i = 0; r && i < r->n_items; i++) {
-        if (i)
-            fputs(", ", out);
-        json_string(out, scores->ids[i]);
-        fputs(": ", out);
-        json_scores(out, &r->per_image[i]);
-        putc('}', out);
-    }
-    fputs("}}\n", out);
+    metrics_write_json(out, scores->result, (const char *const *)scores->ids);
 }
 
 void sched_scores_write_table(FILE *out, const sched_scores *scores)
