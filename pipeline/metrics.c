@@ -250,6 +250,15 @@ static const gram_count *grams_of(const work *w, const sentence *s, int n, size_
     return w->grams + off;
 }
 
+/* The n-gram counts of every order of sentence s, one run of *total. */
+static const gram_count *all_grams_of(const work *w, const sentence *s, size_t *total)
+{
+    *total = 0;
+    for (int n = 0; n < N_ORDERS; n++)
+        *total += s->n_distinct[n];
+    return w->grams + s->gram_off;
+}
+
 /* One image's BLEU counts. refmax is all-zero scratch indexed by n-gram id,
  * left all-zero. */
 static void bleu_count_image(const work *w, const sentence *cand, const sentence *refs, size_t n_refs,
@@ -257,10 +266,8 @@ static void bleu_count_image(const work *w, const sentence *cand, const sentence
 {
     memset(k, 0, sizeof *k);
     for (size_t r = 0; r < n_refs; r++) {
-        const gram_count *g = w->grams + refs[r].gram_off;
-        size_t total = 0;
-        for (int n = 0; n < N_ORDERS; n++)
-            total += refs[r].n_distinct[n];
+        size_t total;
+        const gram_count *g = all_grams_of(w, &refs[r], &total);
         for (size_t i = 0; i < total; i++)
             if (g[i].count > refmax[g[i].gram])
                 refmax[g[i].gram] = g[i].count;
@@ -273,10 +280,8 @@ static void bleu_count_image(const work *w, const sentence *cand, const sentence
         k->guess[n - 1] = cand->n_words >= (size_t)n ? cand->n_words - n + 1 : 0;
     }
     for (size_t r = 0; r < n_refs; r++) {
-        const gram_count *g = w->grams + refs[r].gram_off;
-        size_t total = 0;
-        for (int n = 0; n < N_ORDERS; n++)
-            total += refs[r].n_distinct[n];
+        size_t total;
+        const gram_count *g = all_grams_of(w, &refs[r], &total);
         for (size_t i = 0; i < total; i++)
             refmax[g[i].gram] = 0;
     }
