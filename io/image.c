@@ -663,3 +663,17 @@ int img_preprocess_file(const char *path, const img_options *opts, float *out, i
     g_object_unref(source);
     return status;
 }
+
+int img_pack_batch(float *pixels, size_t image_floats, const int *ok, int n, int *order)
+{
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (!ok[i])
+            continue;
+        if (kept != i)
+            memcpy(pixels + (size_t)kept * image_floats, pixels + (size_t)i * image_floats,
+                   sizeof(float) * image_floats);
+        order[kept++] = i;
+    }
+    return kept;
+}

@@ -128,6 +128,13 @@ int img_preprocess_file(const char *path, const img_options *opts, float *out, i
 int img_preprocess_buffer(const void *data, size_t size, const char *name, const img_options *opts,
                           float *out, img_info *info, rc_error *err);
 
+/* After a batch was preprocessed into pixels (n images of image_floats
+ * each) with ok[i] telling which succeeded: moves the successful images to
+ * the front, in order, so the engine gets one dense batch, and writes the
+ * original index of the j-th kept image to order[j]. Returns how many were
+ * kept. */
+int img_pack_batch(float *pixels, size_t image_floats, const int *ok, int n, int *order);
+
 /* 1 when path ends in an extension of a supported format (.jpg .jpeg .jpe
  * .png .tif .tiff .webp .gif, any case), else 0. For walking folders and
  * finding an image by ID; the decoder itself goes by content, not name. */

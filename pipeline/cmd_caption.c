@@ -96,14 +96,7 @@ static int caption_batch(const caption_job *job, char **paths, int n, float *pix
 #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n; i++)
         ok[i] = img_preprocess_file(paths[i], job->img, pixels + i * image_floats, NULL, &errors[i]) == 0;
-    /* pack the decodable images together */
-    int n_ok = 0;
-    for (int i = 0; i < n; i++)
-        if (ok[i]) {
-            if (n_ok != i)
-                memcpy(pixels + n_ok * image_floats, pixels + i * image_floats, sizeof(float) * image_floats);
-            order[n_ok++] = i;
-        }
+    int n_ok = img_pack_batch(pixels, image_floats, ok, n, order);
     rc_error err = {{0}};
     int failed = n - n_ok;
     const enc_outputs out = {.memory = memory};

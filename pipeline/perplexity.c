@@ -80,26 +80,23 @@ static int score_batch(const captioner *model, const tok_vocab *vocab, const img
     const cfg_model *c = &model->cfg;
     const size_t image_floats = (size_t)3 * c->image_size * c->image_size;
     rc_error *errors = calloc(n, sizeof *errors);
-    int *ok = calloc(n, sizeof *ok);
-    if (!errors || !ok) {
-        free(errors), free(ok);
+    int *ok = calloc(n, sizeof *ok), *order = malloc(sizeof(int) * (n ? n : 1));
+    if (!errors || !ok || !order) {
+        free(errors), free(ok), free(order);
         return rc_fail(err, "out of memory");
     }
 #pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < n; i++)
         ok[i] = img_preprocess_file(entries[i]->path, img, pixels + i * image_floats, NULL, &errors[i]) == 0;
-    int n_ok = 0, n_seq = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         if (!ok[i]) {
             fprintf(stderr, "radcap eval: %s\n", errors[i].msg);
             tot->failed++;
-            continue;
         }
-        if (n_ok != i)
-            memcpy(pixels + n_ok * image_floats, pixels + i * image_floats, sizeof(float) * image_floats);
-        n_seq += entries[i]->n_refs;
-        ok[n_ok++] = i; /* ok[] now maps packed position -> entry */
-    }
+    const int n_ok = img_pack_batch(pixels, image_floats, ok, n, order);
+    int n_seq = 0;
+    for (int j = 0; j < n_ok; j++)
+        n_seq += entries[order[j]]->n_refs;
     int rc = 0;
     int **tokens = calloc(n_seq ? n_seq : 1, sizeof *tokens), *n_tokens = calloc(n_seq ? n_seq : 1, sizeof(int));
     int *image = calloc(n_seq ? n_seq : 1, sizeof(int));
@@ -110,7 +107,7 @@ static int score_batch(const captioner *model, const tok_vocab *vocab, const img
     }
     int s = 0;
     for (int j = 0; j < n_ok; j++) {
-        const manifest_entry *e = entries[ok[j]];
+        const manifest_entry *e = entries[order[j]];
         for (int r = 0; r < e->n_refs; r++, s++) {
             image[s] = j;
             if (!(tokens[s] = encode_reference(vocab, e->refs[r], c->max_len, c->eos_token_id, &n_tokens[s], err))) {
@@ -134,7 +131,7 @@ static int score_batch(const captioner *model, const tok_vocab *vocab, const img
 done:
     for (s = 0; tokens && s < n_seq; s++)
         free(tokens[s]);
-    free(tokens), free(n_tokens), free(image), free(nll), free(errors), free(ok);
+    free(tokens), free(n_tokens), free(image), free(nll), free(errors), free(ok), free(order);
     return rc;
 }
 

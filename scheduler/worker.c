@@ -182,7 +182,6 @@ static void fail_result(sched_result *r, const char *message)
 static void stage_compute(sched_worker *w, stage *st)
 {
     const size_t max_len = (size_t)w->opt.cfg.max_len;
-    int n_ok = 0;
     for (int i = 0; i < st->n; i++) {
         sched_result *r = &w->results[i];
         memset(r, 0, sizeof *r);
@@ -191,15 +190,10 @@ static void stage_compute(sched_worker *w, stage *st)
         r->decode_seconds = st->decode_seconds[i];
         r->file_size = st->file_size[i];
         r->file_mtime_ns = st->file_mtime_ns[i];
-        if (!st->ok[i]) {
+        if (!st->ok[i])
             fail_result(r, st->errors[i].msg);
-            continue;
-        }
-        if (n_ok != i) /* pack the decodable images together */
-            memcpy(st->pixels + (size_t)n_ok * w->image_floats, st->pixels + (size_t)i * w->image_floats,
-                   sizeof(float) * w->image_floats);
-        w->order[n_ok++] = i;
     }
+    const int n_ok = img_pack_batch(st->pixels, w->image_floats, st->ok, st->n, w->order);
     if (n_ok == 0)
         return;
     rc_error err = {{0}};

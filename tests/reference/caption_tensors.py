@@ -12,7 +12,6 @@ checked end to end on the same inputs.
 import json
 import sys
 
-import numpy as np
 import torch
 
 import captioner
@@ -22,17 +21,13 @@ def main(argv):
     if len(argv) < 4:
         print(__doc__, file=sys.stderr)
         return 2
-    cfg = captioner.load_config(argv[1])
-    model = captioner.build_model(cfg)
-    model.load_state_dict(torch.load(argv[2], map_location="cpu"), strict=True)
-    model.eval()
-    size = cfg["image_size"]
+    cfg, model = captioner.load_model(argv[1], argv[2])
     for path in argv[3:]:
-        pixels = np.fromfile(path, dtype="<f4")
-        if pixels.size != 3 * size * size:
-            print(f"{path}: {pixels.size} floats, expected {3 * size * size}", file=sys.stderr)
+        try:
+            image = captioner.load_input_tensor(path, cfg)
+        except ValueError as e:
+            print(e, file=sys.stderr)
             return 1
-        image = torch.from_numpy(pixels.reshape(1, 3, size, size).copy())
         with torch.no_grad():
             ids = captioner.greedy(model, image, cfg)
         print(json.dumps([int(i) for i in ids]))

@@ -27,6 +27,7 @@ import json
 import math
 import types
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -287,6 +288,25 @@ class ResNetGraphCaptioner(nn.Module):
 def build_model(cfg):
     """The captioner for configuration `cfg`, in eval mode (default init)."""
     return ResNetGraphCaptioner(cfg).eval()
+
+
+def load_model(config_path, checkpoint_path):
+    """(cfg, model): the configuration file (None: the card's) and the model
+    with a torch.save state dict loaded strictly, in eval mode."""
+    cfg = load_config(config_path)
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(checkpoint_path, map_location="cpu"), strict=True)
+    return cfg, model.eval()
+
+
+def load_input_tensor(path, cfg):
+    """A `radcap preprocess` output (float32 little-endian (3, S, S), no
+    header) as a (1, 3, S, S) tensor; ValueError if its size is not that."""
+    size = cfg["image_size"]
+    pixels = np.fromfile(path, dtype="<f4")
+    if pixels.size != 3 * size * size:
+        raise ValueError(f"{path}: {pixels.size} floats, expected {3 * size * size}")
+    return torch.from_numpy(pixels.reshape(1, 3, size, size).copy())
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,6 @@ mean over all target tokens.
 import json
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,18 +22,14 @@ def main(argv):
     if len(argv) != 3:
         print(__doc__, file=sys.stderr)
         return 2
-    cfg = captioner.load_config(argv[1])
-    model = captioner.build_model(cfg)
-    model.load_state_dict(torch.load(argv[2], map_location="cpu"), strict=True)
-    model.eval()
-    size = cfg["image_size"]
+    cfg, model = captioner.load_model(argv[1], argv[2])
     total, tokens = 0.0, 0
     with torch.no_grad():
         for line in sys.stdin:
             item = json.loads(line)
-            pixels = np.fromfile(item["tensor"], dtype="<f4").reshape(1, 3, size, size)
+            image = captioner.load_input_tensor(item["tensor"], cfg)
             ids = torch.tensor([item["ids"]])
-            logits = model(torch.from_numpy(pixels.copy()), ids[:, :-1])
+            logits = model(image, ids[:, :-1])
             total += float(F.cross_entropy(logits[0].double(), ids[0, 1:], reduction="sum"))
             tokens += ids.shape[1] - 1
     print(json.dumps({"tokens": tokens, "cross_entropy": total / tokens}))
