@@ -29,7 +29,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPERS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 
-.PHONY: all test unit check-asan fuzz fuzz-build bench clean demo deps
+.PHONY: all test unit check-asan fuzz fuzz-build bench clean demo deps slurm-test
 # keep test objects between runs (they are intermediate files of pattern rules)
 .SECONDARY:
 all: radcap
@@ -78,10 +78,18 @@ unit: $(RADCAP) $(TEST_BIN)
 	  else echo "SKIP: $(PYTHON) cannot import torch (apt-get install python3-torch)"; fi; \
 	fi; exit $$fail
 
+# The batch scripts on a real one-node Slurm cluster (tests/slurm/run.sh);
+# prints SKIP and passes when the machine cannot run one (not root, no
+# slurm-wlm/munge).
+slurm-test: $(RADCAP)
+	@RADCAP=$(abspath $(RADCAP)) RADCAP_SHARED_DIR=$(SHARED_DIR) ./tests/slurm/run.sh
+
 # The README's test command: dependencies, all unit and integration tests,
-# the same tests under AddressSanitizer/UBSan, and a short run of every fuzzer.
+# the Slurm tests, the same unit tests under AddressSanitizer/UBSan, and a
+# short run of every fuzzer.
 test: deps
 	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory slurm-test
 	@$(MAKE) --no-print-directory check-asan
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=15
 	@echo "make test: all passed"

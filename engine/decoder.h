@@ -5,6 +5,14 @@
  * and values of its image's memory tokens, computed once per image. A step
  * feeds one token to each of any subset of slots, so finished sequences
  * simply stop being fed and new images can take free slots.
+ *
+ * For beam search (dec_cache_build_beams) several slots share one image's
+ * cross-attention keys and values, and a slot's sequence may continue
+ * another slot's: each slot lists, per position, the row of the cache that
+ * holds that position's keys and values (written by whichever slot fed it),
+ * so reordering beams copies these row numbers (dec_follow), never keys or
+ * values. A slot writes its own rows only, position p at the step that
+ * feeds p, so rows other sequences still read are never overwritten.
  */
 #ifndef RC_DECODER_H
 #define RC_DECODER_H
@@ -19,7 +27,14 @@ typedef struct dec_cache {
     int memory_tokens;  /* L */
     int dim;            /* embed_dim */
     float *self_kv;     /* (n_slots, n_layers, max_positions, 2 * dim): key then value per position */
-    float *cross_kv;    /* (n_slots, n_layers, memory_tokens, 2 * dim): key then value per memory token */
+    float *cross_kv;    /* (n_memories, n_layers, memory_tokens, 2 * dim): key then value per memory token */
+    int n_memories;     /* images whose cross-attention keys/values are held (n_slots unless shared) */
+    int *memory_of;     /* (n_slots) the memory row each slot attends to; NULL: its own slot */
+    int *kv_rows;       /* (n_slots, max_positions) where position p of the slot's sequence was written:
+                           slot s's own position p is row s * n_layers * max_positions + p, whose
+                           layer-l keys are at self_kv + (l * max_positions + row) * 2 * dim;
+                           NULL: every slot reads its own positions */
+    int *kv_rows_tmp;   /* (n_slots, max_positions) dec_follow's scratch, with kv_rows */
     /* step scratch, sized for n_slots rows */
     float *x;           /* (n_slots, dim) hidden state */
     float *qkv;         /* (n_slots, 3 * dim) */
@@ -27,16 +42,33 @@ typedef struct dec_cache {
     float *tmp;         /* (n_slots, dim) */
     float *ffn;         /* (n_slots, ffn_dim) */
     float *scores;      /* (n_threads, scores_len) attention weights, one row per thread */
-    int scores_len;     /* max(max_positions, memory_tokens) */
+    int scores_len;     /* num_heads * max(max_positions, memory_tokens) */
     int n_threads;      /* rows of scores */
 } dec_cache;
 
 /* Allocates a cache for n_slots sequences of up to max_positions tokens. */
 int dec_cache_build(dec_cache *cache, const captioner *m, int n_slots, int max_positions, rc_error *err);
+
+/* A cache for n_slots sequences that share the cross-attention keys and
+ * values of n_memories images and may continue each other's sequences
+ * (beam search). Set memory_of[slot] (initially slot % n_memories) before
+ * the first step; positions are followed through kv_rows (dec_follow). */
+int dec_cache_build_beams(dec_cache *cache, const captioner *m, int n_slots, int n_memories, int max_positions,
+                          rc_error *err);
+
+/* Beam reordering: for i < n, slots[i]'s sequence becomes a copy of
+ * parents[i]'s positions 0..n_positions-1 (all parents are read before any
+ * slot changes, so slots and parents may overlap). Only row numbers move;
+ * memory_of is left alone (a beam's parent is a beam of the same image).
+ * The next position a slot is fed goes to its own row. Needs a cache from
+ * dec_cache_build_beams. */
+void dec_follow(dec_cache *cache, int n, const int *slots, const int *parents, int n_positions);
 void dec_cache_free(dec_cache *cache);
 
 /* Computes the cross-attention keys and values of n images' memory tokens
- * (n, memory_tokens, dim) into slots[0..n). scratch holds n * L * 2 * dim floats. */
+ * (n, memory_tokens, dim) into memory rows slots[0..n) (the slots
+ * themselves unless the cache shares memories). scratch holds
+ * n * L * 2 * dim floats. */
 void dec_set_memory(const captioner *m, dec_cache *cache, int n, const int *slots, const float *memory,
                     float *scratch);
 

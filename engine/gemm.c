@@ -126,6 +126,45 @@ void gemm_init(void)
     openblas_set_num_threads(1);
 }
 
+/* ---- precision --------------------------------------------------------- */
+
+static const char *const precision_names[] = {[GEMM_FP32] = "fp32", [GEMM_BF16] = "bf16"};
+
+int gemm_precision_parse(const char *name, gemm_precision *precision, rc_error *err)
+{
+    for (int p = GEMM_FP32; p <= GEMM_BF16; p++)
+        if (strcmp(name, precision_names[p]) == 0) {
+            *precision = (gemm_precision)p;
+            return 0;
+        }
+    return rc_fail(err, "unknown weight precision '%s' (expected fp32 or bf16)", name);
+}
+
+const char *gemm_precision_name(gemm_precision precision)
+{
+    return precision == GEMM_FP32 || precision == GEMM_BF16 ? precision_names[precision] : "?";
+}
+
+uint16_t gemm_bf16_round(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) /* NaN: truncating could leave an Inf's bits */
+        return (uint16_t)((bits >> 16) | 0x0040u);
+    /* adding 0x7FFF rounds up exactly the low halves above one half; the
+     * kept half's low bit makes a tie (0x8000) round up only to even. A
+     * carry into the exponent is right: it is the next binade, or Inf. */
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+float gemm_bf16_to_float(uint16_t h)
+{
+    const uint32_t bits = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
 /* ---- packing ----------------------------------------------------------- */
 
 enum { HUGE_PAGE_BYTES = 2 << 20, HUGE_MIN_BYTES = 4 << 20 };
@@ -137,44 +176,70 @@ static int n_panels(int n_out)
 
 int gemm_pack(gemm_weights *w, rc_error *err)
 {
-    if (w->packed)
+    const int bf16 = w->precision == GEMM_BF16;
+    if (w->precision != GEMM_FP32 && !bf16)
+        return rc_fail(err, "unknown weight precision %d", (int)w->precision);
+    if (bf16 ? w->packed_bf16 != NULL : w->packed != NULL)
         return 0;
     const int n = w->n_out, k = w->n_in, panels = n_panels(n);
     if (n < 0 || k < 0 || (!w->w && (size_t)n * k > 0))
         return rc_fail(err, "cannot pack a (%d, %d) weight matrix without its values", n, k);
-    const size_t floats = (size_t)panels * k * GEMM_PANEL;
+    const size_t elements = (size_t)panels * k * GEMM_PANEL, size = bf16 ? sizeof(uint16_t) : sizeof(float);
     /* Large matrices go on transparent huge pages where the system allows:
      * far fewer page faults at load (which cost more than the copy)
      * and of the TLB misses while W streams through the kernels. */
-    const size_t align = floats * sizeof(float) >= HUGE_MIN_BYTES ? HUGE_PAGE_BYTES : 64;
-    const size_t bytes = (floats * sizeof(float) + align - 1) / align * align;
-    w->packed = aligned_alloc(align, bytes ? bytes : align);
-    if (!w->packed)
+    const size_t align = elements * size >= HUGE_MIN_BYTES ? HUGE_PAGE_BYTES : 64;
+    const size_t bytes = (elements * size + align - 1) / align * align;
+    void *panel_memory = aligned_alloc(align, bytes ? bytes : align);
+    if (!panel_memory)
         return rc_fail(err, "out of memory packing a (%d, %d) weight matrix (%zu MB)", n, k, bytes >> 20);
 #ifdef MADV_HUGEPAGE
     if (align == HUGE_PAGE_BYTES)
-        madvise(w->packed, bytes, MADV_HUGEPAGE); /* advice only: failure changes nothing */
+        madvise(panel_memory, bytes, MADV_HUGEPAGE); /* advice only: failure changes nothing */
 #endif
-    float *packed = w->packed;
+    float *full = panel_memory;
+    uint16_t *half = panel_memory;
     const float *src = w->w;
     /* written in order (whole cache lines at once); the 32 rows read
      * meanwhile each advance one float per step, and stay in cache */
-#pragma omp parallel for schedule(static) if (floats > 65536)
+#pragma omp parallel for schedule(static) if (elements > 65536)
     for (int p = 0; p < panels; p++) {
         const int rows = n - p * GEMM_PANEL < GEMM_PANEL ? n - p * GEMM_PANEL : GEMM_PANEL;
         const float *from = src + (size_t)p * GEMM_PANEL * k;
-        float *dst = packed + (size_t)p * k * GEMM_PANEL;
-        for (int i = 0; i < k; i++, dst += GEMM_PANEL)
-            for (int c = 0; c < GEMM_PANEL; c++)
-                dst[c] = c < rows ? from[(size_t)c * k + i] : 0.0f;
+        for (int i = 0; i < k; i++) {
+            const size_t row = ((size_t)p * k + i) * GEMM_PANEL;
+            for (int c = 0; c < GEMM_PANEL; c++) {
+                const float value = c < rows ? from[(size_t)c * k + i] : 0.0f;
+                if (bf16)
+                    half[row + gemm_bf16_slot(c)] = gemm_bf16_round(value);
+                else
+                    full[row + c] = value;
+            }
+        }
     }
+    gemm_unpack(w); /* a copy in the other precision, if any */
+    if (bf16)
+        w->packed_bf16 = half;
+    else
+        w->packed = full;
     return 0;
 }
 
 void gemm_unpack(gemm_weights *w)
 {
     free(w->packed);
+    free(w->packed_bf16);
     w->packed = NULL;
+    w->packed_bf16 = NULL;
+}
+
+/* Panel row-major floats (kc, GEMM_PANEL) from the bfloat16 panel rows at
+ * `from`: what the kernels compute on, for sgemm. */
+static void widen_panel(const uint16_t *from, int kc, float *to)
+{
+    for (int i = 0; i < kc; i++, from += GEMM_PANEL, to += GEMM_PANEL)
+        for (int c = 0; c < GEMM_PANEL; c++)
+            to[c] = gemm_bf16_to_float(from[gemm_bf16_slot(c)]);
 }
 
 /* ---- the product ------------------------------------------------------- */
@@ -183,7 +248,10 @@ void gemm_unpack(gemm_weights *w)
 typedef struct gemm_call {
     const gemm_weights *w;
     const gemm_ukernel *kernel; /* NULL: cblas */
-    const float *packed;        /* panels of W (NULL for cblas on unpacked weights) */
+    const float *packed;        /* float panels of W (NULL in bf16, or for cblas on unpacked weights) */
+    const uint16_t *packed_bf16; /* bfloat16 panels of W, or NULL: not bf16 */
+    float *scratch;             /* cblas on bf16 panels: (threads, n_in, GEMM_PANEL), one widened panel
+                                 * per thread; else NULL */
     const float *x;
     size_t ldx;
     float *y;
@@ -213,6 +281,7 @@ static void kernel_tile(const gemm_call *call, int t)
     const int K = w->n_in, mr_max = call->kernel->mr_max, step = call->kernel->nr_max / GEMM_PANEL;
     const gemm_epilogue *ep = call->ep;
     const float *residual = ep ? ep->residual : NULL;
+    void (*const run)(const gemm_block *) = call->packed_bf16 ? call->kernel->run_bf16 : call->kernel->run;
     int m0, m1, p0, p1;
     tile_bounds(call, t, &m0, &m1, &p0, &p1);
     int k0 = 0;
@@ -227,12 +296,13 @@ static void kernel_tile(const gemm_call *call, int t)
             g.a_next = i + mr_max < m1 ? g.a + (size_t)mr_max * call->ldx : NULL;
             for (int p = p0; p < p1; p += step) {
                 const int j0 = p * GEMM_PANEL, j1 = (p + step < p1 ? p + step : p1) * GEMM_PANEL;
-                g.b = call->packed + ((size_t)p * K + k0) * GEMM_PANEL;
+                const size_t at = ((size_t)p * K + k0) * GEMM_PANEL;
+                g.b = call->packed_bf16 ? (const void *)(call->packed_bf16 + at) : (const void *)(call->packed + at);
                 g.nr = (j1 < w->n_out ? j1 : w->n_out) - j0;
                 g.bias = w->bias ? w->bias + j0 : NULL;
                 g.c = call->y + (size_t)i * call->ldy + j0;
                 g.residual = residual ? residual + (size_t)i * g.ld_residual + j0 : NULL;
-                call->kernel->run(&g);
+                run(&g);
             }
         }
         k0 += kc;
@@ -252,15 +322,20 @@ static void cblas_tile(const gemm_call *call, int t)
     for (int i = 0; i < mt; i++)
         for (int j = j0; j < j1; j++)
             yt[(size_t)i * call->ldy + j - j0] = w->bias ? w->bias[j] : 0.0f;
-    if (k > 0 && w->w) {
+    if (k > 0 && w->w && !call->packed_bf16) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mt, j1 - j0, k, 1.0f, xt, (int)call->ldx,
                     w->w + (size_t)j0 * k, k, 1.0f, yt, (int)call->ldy);
-    } else if (k > 0) { /* only the packed panels are left: each is a (k, 32) matrix */
+    } else if (k > 0) { /* from the packed panels (in bf16 the weights are theirs): each is a (k, 32) matrix */
+        float *widened = call->scratch ? call->scratch + (size_t)omp_get_thread_num() * k * GEMM_PANEL : NULL;
         for (int p = p0; p < p1; p++) {
             const int cols = w->n_out - p * GEMM_PANEL < GEMM_PANEL ? w->n_out - p * GEMM_PANEL : GEMM_PANEL;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mt, cols, k, 1.0f, xt, (int)call->ldx,
-                        call->packed + (size_t)p * k * GEMM_PANEL, GEMM_PANEL, 1.0f,
-                        yt + (p - p0) * GEMM_PANEL, (int)call->ldy);
+            const float *panel = call->packed + (size_t)p * k * GEMM_PANEL;
+            if (call->packed_bf16) {
+                widen_panel(call->packed_bf16 + (size_t)p * k * GEMM_PANEL, k, widened);
+                panel = widened;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mt, cols, k, 1.0f, xt, (int)call->ldx, panel,
+                        GEMM_PANEL, 1.0f, yt + (p - p0) * GEMM_PANEL, (int)call->ldy);
         }
     }
     const gemm_epilogue *ep = call->ep;
@@ -279,8 +354,20 @@ static void cblas_tile(const gemm_call *call, int t)
     }
 }
 
-/* The definition of gemm.h, element by element: used only when packing a
- * temporary copy of unpacked weights fails for lack of memory. */
+/* W[j, k] as gemm.h says it is multiplied. */
+static float weight_at(const gemm_call *call, int j, int k)
+{
+    const gemm_weights *w = call->w;
+    if (call->packed_bf16)
+        return gemm_bf16_to_float(
+            call->packed_bf16[((size_t)(j / GEMM_PANEL) * w->n_in + k) * GEMM_PANEL + gemm_bf16_slot(j % GEMM_PANEL)]);
+    const float value = w->w[(size_t)j * w->n_in + k];
+    return w->precision == GEMM_BF16 ? gemm_bf16_to_float(gemm_bf16_round(value)) : value;
+}
+
+/* The definition of gemm.h, element by element: used only when the memory
+ * to pack a temporary copy of unpacked weights (or to widen bf16 panels for
+ * cblas) is lacking. */
 static void scalar_product(const gemm_call *call, int m)
 {
     const gemm_weights *w = call->w;
@@ -289,7 +376,7 @@ static void scalar_product(const gemm_call *call, int m)
         for (int j = 0; j < w->n_out; j++) {
             float s = 0.0f;
             for (int k = 0; k < w->n_in; k++)
-                s = fmaf(call->x[(size_t)i * call->ldx + k], w->w[(size_t)j * w->n_in + k], s);
+                s = fmaf(call->x[(size_t)i * call->ldx + k], weight_at(call, j, k), s);
             if (w->bias)
                 s = s + w->bias[j];
             if (ep && ep->residual)
@@ -306,17 +393,23 @@ void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y
     const int n = w->n_out, k = w->n_in;
     if (m <= 0 || n <= 0)
         return;
-    const int backend = current_backend();
-    gemm_call call = {.w = w, .kernel = backend_kernels[backend], .packed = w->packed, .x = x, .ldx = (size_t)ldx,
-                      .y = y, .ldy = (size_t)ldy, .ep = epilogue};
+    const int backend = current_backend(), bf16 = w->precision == GEMM_BF16;
+    gemm_call call = {.w = w, .kernel = backend_kernels[backend], .packed = bf16 ? NULL : w->packed,
+                      .packed_bf16 = bf16 ? w->packed_bf16 : NULL, .x = x, .ldx = (size_t)ldx, .y = y,
+                      .ldy = (size_t)ldy, .ep = epilogue};
+    /* unpacked weights: packed for the call (the kernels read only panels, and
+     * in bf16 the panels hold the rounded weights every backend multiplies) */
     gemm_weights temporary = *w;
-    if (call.kernel && !call.packed) {
-        temporary.packed = NULL;
+    temporary.packed = NULL;
+    temporary.packed_bf16 = NULL;
+    const int pack_now = (call.kernel || bf16) && !(bf16 ? call.packed_bf16 != NULL : call.packed != NULL);
+    if (pack_now) {
         if (gemm_pack(&temporary, NULL) < 0) {
             scalar_product(&call, m);
             return;
         }
         call.packed = temporary.packed;
+        call.packed_bf16 = temporary.packed_bf16;
     }
     const int k_blocks = (k + K_BLOCK - 1) / K_BLOCK;
     call.k_block = k_blocks ? (k + k_blocks - 1) / k_blocks : 0;
@@ -325,6 +418,14 @@ void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y
      * as many as keep the tile's slice of W within L2, then fewer until
      * every thread has a few tiles to take. */
     const int threads = omp_in_parallel() || (double)m * n * k < PARALLEL_MIN_MACS ? 1 : omp_get_max_threads();
+    if (!call.kernel && call.packed_bf16) {
+        call.scratch = malloc(sizeof(float) * ((size_t)threads * k * GEMM_PANEL + 1));
+        if (!call.scratch) {
+            scalar_product(&call, m);
+            gemm_unpack(&temporary);
+            return;
+        }
+    }
     const int mr = call.kernel ? call.kernel->mr_max : 1;
     call.m = m;
     call.panels = n_panels(n);
@@ -332,7 +433,8 @@ void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y
     call.tile_m = (m + tiles_m - 1) / tiles_m;
     call.tile_m = (call.tile_m + mr - 1) / mr * mr;
     tiles_m = (m + call.tile_m - 1) / call.tile_m;
-    const int fit = TILE_W_BYTES / (int)((call.k_block > 0 ? call.k_block : 1) * GEMM_PANEL * sizeof(float));
+    const size_t element = call.packed_bf16 ? sizeof(uint16_t) : sizeof(float);
+    const int fit = TILE_W_BYTES / (int)((call.k_block > 0 ? call.k_block : 1) * GEMM_PANEL * element);
     call.tile_panels = fit < 1 ? 1 : fit < TILE_PANELS ? fit : TILE_PANELS;
     call.tile_panels = call.tile_panels < call.panels ? call.tile_panels : call.panels;
     while (threads > 1 && call.tile_panels > 1 &&
@@ -343,13 +445,13 @@ void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y
         call.tile_panels -= call.tile_panels % step;
     call.tiles_n = (call.panels + call.tile_panels - 1) / call.tile_panels;
     const int n_tiles = tiles_m * call.tiles_n;
-#pragma omp parallel for schedule(dynamic, 1) if (n_tiles > 1 && threads > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (n_tiles > 1 && threads > 1)
     for (int t = 0; t < n_tiles; t++) {
         if (call.kernel)
             kernel_tile(&call, t);
         else
             cblas_tile(&call, t);
     }
-    if (temporary.packed != w->packed)
-        gemm_unpack(&temporary);
+    free(call.scratch);
+    gemm_unpack(&temporary); /* packed for this call, if it was */
 }

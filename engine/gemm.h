@@ -23,14 +23,31 @@
  * W: not on m, on the other rows in the batch (a caption never depends on
  * which images were batched with it), on the tiling or the thread count, and
  * avx512, avx2 and portable give bit-identical results.
+ *
+ * Precision: weights are packed as float (GEMM_FP32, the default) or as
+ * bfloat16 (GEMM_BF16), which halves their memory and the bandwidth they
+ * take while streaming (what decoding a few sequences is bound by).
+ * Activations, bias, residual and the sums stay float. In bf16 the contract
+ * above holds with W[j, k] replaced by gemm_bf16_to_float(gemm_bf16_round(
+ * W[j, k])): the weights are rounded once, when packed, and the products are
+ * then exact, so the three engine backends still agree bit for bit; cblas
+ * multiplies the same rounded weights (widened to float) with sgemm.
  */
 #ifndef RC_GEMM_H
 #define RC_GEMM_H
+
+#include <stdint.h>
 
 #include "err.h"
 
 /* Columns of W per packed panel: two AVX-512 vectors, four AVX2 ones. */
 enum { GEMM_PANEL = 32 };
+
+/* How packed weights hold their values. */
+typedef enum gemm_precision {
+    GEMM_FP32 = 0, /* float, as given */
+    GEMM_BF16 = 1, /* bfloat16: rounded to nearest (ties to even) when packed */
+} gemm_precision;
 
 typedef struct gemm_weights {
     int n_out;         /* N: output features */
@@ -39,7 +56,16 @@ typedef struct gemm_weights {
     const float *bias; /* (n_out), or NULL */
     float *packed;     /* (ceil(n_out / GEMM_PANEL), n_in, GEMM_PANEL): panel p
                         * holds W[p*32 + c, k] at [p][k][c], zero-padded past
-                        * n_out; 64-byte aligned; NULL until gemm_pack */
+                        * n_out; 64-byte aligned; NULL until gemm_pack, and
+                        * always NULL in GEMM_BF16 */
+    gemm_precision precision; /* how gemm_pack packs W; GEMM_FP32 (0) unless set */
+    uint16_t *packed_bf16;    /* GEMM_BF16 only: (ceil(n_out / GEMM_PANEL), n_in,
+                               * GEMM_PANEL) bfloat16; row k of panel p holds 16
+                               * 32-bit words, word c = W[p*32 + c, k] in its low
+                               * half and W[p*32 + 16 + c, k] in its high half (so
+                               * either half widens to float with one shift or one
+                               * mask); zero-padded, 64-byte aligned; NULL until
+                               * gemm_pack, and always NULL in GEMM_FP32 */
 } gemm_weights;
 
 /* What is applied to each output element after the product and bias, in this
@@ -61,13 +87,31 @@ typedef struct gemm_epilogue {
 void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y, int ldy,
                  const gemm_epilogue *epilogue);
 
-/* Makes w->packed from w->w (call once, at load). w->w stays as it is (the
+/* Makes w->packed (or w->packed_bf16, as w->precision says) from w->w
+ * (call once, at load; a second call keeps what is there, and a packed copy
+ * of the other precision is freed). w->w stays as it is (in GEMM_FP32 the
  * cblas backend reads it when present; the caller may drop it afterwards).
- * Returns -1 if memory runs out. */
+ * Returns -1 if memory runs out, if w->w is NULL (and W not empty) or if
+ * w->precision is not one of the enum's. */
 int gemm_pack(gemm_weights *w, rc_error *err);
 
-/* Frees w->packed (safe on never-packed weights). */
+/* Frees w->packed and w->packed_bf16 (safe on never-packed weights). */
 void gemm_unpack(gemm_weights *w);
+
+/* x rounded to bfloat16, to nearest with ties to even (Inf stays Inf,
+ * finite values past the largest bfloat16 become Inf, subnormals round like
+ * any other value); a NaN stays a NaN of the same sign, made quiet, with the
+ * top 7 bits of its payload. */
+uint16_t gemm_bf16_round(float x);
+
+/* The float a bfloat16 stands for (exact). */
+float gemm_bf16_to_float(uint16_t h);
+
+/* Parses "fp32" or "bf16" into *precision; -1 naming the text otherwise. */
+int gemm_precision_parse(const char *name, gemm_precision *precision, rc_error *err);
+
+/* "fp32" or "bf16" ("?" for a value outside the enum). */
+const char *gemm_precision_name(gemm_precision precision);
 
 /* Selects the backend for the whole process: "auto" (the fastest this CPU
  * supports: avx512, else avx2, else portable), "avx512", "avx2", "portable"

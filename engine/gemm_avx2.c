@@ -5,8 +5,12 @@
  * rows x 16 columns in 12 registers, two for the panel row, one broadcast
  * (12 FMAs for 8 loads). Each half is the same fmaf chain per element as
  * every other backend, so the split does not change results.
+ * bf16 panels (gemm.h's layout): both halves load the same 16 words of a
+ * row; the first half shifts their low halves into floats, the second
+ * masks their high halves.
  */
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "gemm_kernel.h"
 
@@ -23,8 +27,20 @@ static AVX2 inline __m256i lanes(int count)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* Columns 16*half + 8*q .. +7 of panel row k, as floats. */
+static AVX2 inline __attribute__((always_inline)) __m256 panel_octet(const int bf16, const void *b, int k, int half,
+                                                                     int q)
+{
+    if (!bf16)
+        return _mm256_load_ps((const float *)b + (size_t)k * GEMM_PANEL + 16 * half + 8 * q);
+    const __m256i pairs = _mm256_load_si256((const __m256i *)((const uint16_t *)b + (size_t)k * GEMM_PANEL + 16 * q));
+    return _mm256_castsi256_ps(half ? _mm256_and_si256(pairs, _mm256_set1_epi32((int)0xFFFF0000u))
+                                    : _mm256_slli_epi32(pairs, 16));
+}
+
 /* Columns 16*half .. 16*half+15 of a block of exactly `mr` rows. */
-static AVX2 inline __attribute__((always_inline)) void half_rows(const int mr, const gemm_block *g, int half)
+static AVX2 inline __attribute__((always_inline)) void half_rows(const int mr, const int bf16, const gemm_block *g,
+                                                                 int half)
 {
     const int cols = g->nr - 16 * half; /* valid columns in this half, > 0 */
     const __m256i mask[2] = {lanes(cols), lanes(cols - 8)};
@@ -35,14 +51,14 @@ static AVX2 inline __attribute__((always_inline)) void half_rows(const int mr, c
         UNROLL
         for (int q = 0; q < 2; q++)
             acc[r][q] = g->first ? _mm256_setzero_ps() : _mm256_maskload_ps(c + r * g->ldc + 8 * q, mask[q]);
-    const float *a = g->a, *b = g->b + 16 * half;
+    const float *a = g->a;
     const size_t lda = g->lda;
-    for (int k = 0; k < g->kc; k++, b += GEMM_PANEL) {
+    for (int k = 0; k < g->kc; k++) {
         if (half == 0 && (k & 15) == 0 && g->a_next) /* as in gemm_avx512.c */
             UNROLL
             for (int r = 0; r < MR; r++)
                 _mm_prefetch((const char *)(g->a_next + r * lda + k), _MM_HINT_T0);
-        const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+        const __m256 b0 = panel_octet(bf16, g->b, k, half, 0), b1 = panel_octet(bf16, g->b, k, half, 1);
         UNROLL
         for (int r = 0; r < mr; r++) {
             const __m256 ar = _mm256_broadcast_ss(a + r * lda + k);
@@ -73,18 +89,18 @@ static AVX2 inline __attribute__((always_inline)) void half_rows(const int mr, c
     }
 }
 
-static AVX2 inline __attribute__((always_inline)) void block_rows(const int mr, const gemm_block *g)
+static AVX2 inline __attribute__((always_inline)) void block_rows(const int mr, const int bf16, const gemm_block *g)
 {
-    half_rows(mr, g, 0);
+    half_rows(mr, bf16, g, 0);
     if (g->nr > 16)
-        half_rows(mr, g, 1);
+        half_rows(mr, bf16, g, 1);
 }
 
 #define ROWS(n)                                                                                                      \
     case n:                                                                                                          \
-        block_rows(n, g);                                                                                            \
+        block_rows(n, bf16, g);                                                                                      \
         return
-static AVX2 void run(const gemm_block *g)
+static AVX2 inline __attribute__((always_inline)) void run_rows(const int bf16, const gemm_block *g)
 {
     switch (g->mr) {
         ROWS(1); ROWS(2); ROWS(3); ROWS(4); ROWS(5); ROWS(6);
@@ -92,4 +108,14 @@ static AVX2 void run(const gemm_block *g)
 }
 #undef ROWS
 
-const gemm_ukernel gemm_ukernel_avx2 = {"avx2", MR, GEMM_PANEL, run};
+static AVX2 void run(const gemm_block *g)
+{
+    run_rows(0, g);
+}
+
+static AVX2 void run_bf16(const gemm_block *g)
+{
+    run_rows(1, g);
+}
+
+const gemm_ukernel gemm_ukernel_avx2 = {"avx2", MR, GEMM_PANEL, run, run_bf16};

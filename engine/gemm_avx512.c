@@ -8,8 +8,16 @@
  * slower on every product shape of the model).
  * Compiled for AVX-512 through target attributes, whatever the file's
  * flags; the driver only calls it when CPUID reports AVX-512F and FMA.
+ *
+ * bf16 panels: a panel row is one 64-byte load of 16 words, each holding
+ * columns c and c + 16; a shift left by 16 makes columns 0..15 floats, a
+ * mask of the high halves columns 16..31 (one instruction per vector, where
+ * zero-extending 16 halves and shifting would take two). This CPU family
+ * has no bf16 arithmetic to use instead (VDPBF16PS is AVX512_BF16, and
+ * would round x to bf16 too).
  */
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "gemm_kernel.h"
 
@@ -25,10 +33,30 @@ static AVX512 inline __mmask16 lanes(int count)
     return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1);
 }
 
+/* Row k of the block's panels as nv vectors of 16 floats: vector v holds
+ * columns 16v .. 16v + 15, from panel v / 2. */
+static AVX512 inline __attribute__((always_inline)) void panel_row(const int nv, const int bf16,
+                                                                   const void *const *panel, int k, __m512 b[NV])
+{
+    UNROLL
+    for (int q = 0; q < nv / PANEL_VECTORS; q++) {
+        if (bf16) {
+            const __m512i pairs = _mm512_load_si512((const uint16_t *)panel[q] + (size_t)k * GEMM_PANEL);
+            b[2 * q] = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+            b[2 * q + 1] = _mm512_castsi512_ps(_mm512_and_si512(pairs, _mm512_set1_epi32((int)0xFFFF0000u)));
+        } else {
+            const float *row = (const float *)panel[q] + (size_t)k * GEMM_PANEL;
+            b[2 * q] = _mm512_load_ps(row);
+            b[2 * q + 1] = _mm512_load_ps(row + 16);
+        }
+    }
+}
+
 /* acc[r][v] += x[r, k] * panel row k, vector v, for v < nv and every k of
  * the block. */
-static AVX512 inline __attribute__((always_inline)) void accumulate(const int mr, const int nv, const gemm_block *g,
-                                                                    const float *const *panel, __m512 acc[][NV])
+static AVX512 inline __attribute__((always_inline)) void accumulate(const int mr, const int nv, const int bf16,
+                                                                    const gemm_block *g, const void *const *panel,
+                                                                    __m512 acc[][NV])
 {
     const float *a = g->a;
     const size_t lda = g->lda;
@@ -40,9 +68,7 @@ static AVX512 inline __attribute__((always_inline)) void accumulate(const int mr
             for (int r = 0; r < MR; r++)
                 _mm_prefetch((const char *)(g->a_next + r * lda + k), _MM_HINT_T0);
         __m512 b[NV];
-        UNROLL
-        for (int v = 0; v < nv; v++)
-            b[v] = _mm512_load_ps(panel[v] + k * GEMM_PANEL);
+        panel_row(nv, bf16, panel, k, b);
         UNROLL
         for (int r = 0; r < mr; r++) {
             const __m512 ar = _mm512_set1_ps(a[r * lda + k]);
@@ -53,18 +79,21 @@ static AVX512 inline __attribute__((always_inline)) void accumulate(const int mr
     }
 }
 
-/* One block of exactly `mr` rows; always inlined with a constant mr so that
- * the accumulators stay in registers. Vector v covers columns 16v..16v+15:
- * panel v / 2, half v % 2. */
-static AVX512 inline __attribute__((always_inline)) void block_rows(const int mr, const gemm_block *g)
+/* One block of exactly `mr` rows; always inlined with a constant mr (and
+ * bf16) so that the accumulators stay in registers. Vector v covers columns
+ * 16v..16v+15: panel v / 2, half v % 2. */
+static AVX512 inline __attribute__((always_inline)) void block_rows(const int mr, const int bf16,
+                                                                    const gemm_block *g)
 {
     __mmask16 mask[NV];
-    const float *panel[NV];
     UNROLL
-    for (int v = 0; v < NV; v++) {
+    for (int v = 0; v < NV; v++)
         mask[v] = lanes(g->nr - 16 * v);
-        panel[v] = g->b + (v / PANEL_VECTORS) * g->panel_stride + 16 * (v % PANEL_VECTORS);
-    }
+    const size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
+    const void *panel[NV / PANEL_VECTORS];
+    UNROLL
+    for (int q = 0; q < NV / PANEL_VECTORS; q++)
+        panel[q] = (const char *)g->b + q * g->panel_stride * element;
     __m512 acc[MR][NV];
     UNROLL
     for (int r = 0; r < mr; r++)
@@ -72,9 +101,9 @@ static AVX512 inline __attribute__((always_inline)) void block_rows(const int mr
         for (int v = 0; v < NV; v++)
             acc[r][v] = g->first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], g->c + r * g->ldc + 16 * v);
     if (g->nr > GEMM_PANEL)
-        accumulate(mr, NV, g, panel, acc);
+        accumulate(mr, NV, bf16, g, panel, acc);
     else /* one panel (the last of W may have no successor to read) */
-        accumulate(mr, PANEL_VECTORS, g, panel, acc);
+        accumulate(mr, PANEL_VECTORS, bf16, g, panel, acc);
     const __m512 zero = _mm512_setzero_ps();
     UNROLL
     for (int v = 0; v < NV; v++) {
@@ -99,9 +128,9 @@ static AVX512 inline __attribute__((always_inline)) void block_rows(const int mr
 
 #define ROWS(n)                                                                                                      \
     case n:                                                                                                          \
-        block_rows(n, g);                                                                                            \
+        block_rows(n, bf16, g);                                                                                      \
         return
-static AVX512 void run(const gemm_block *g)
+static AVX512 inline __attribute__((always_inline)) void run_rows(const int bf16, const gemm_block *g)
 {
     switch (g->mr) {
         ROWS(1); ROWS(2); ROWS(3); ROWS(4); ROWS(5); ROWS(6);
@@ -109,4 +138,14 @@ static AVX512 void run(const gemm_block *g)
 }
 #undef ROWS
 
-const gemm_ukernel gemm_ukernel_avx512 = {"avx512", MR, NV * 16, run};
+static AVX512 void run(const gemm_block *g)
+{
+    run_rows(0, g);
+}
+
+static AVX512 void run_bf16(const gemm_block *g)
+{
+    run_rows(1, g);
+}
+
+const gemm_ukernel gemm_ukernel_avx512 = {"avx512", MR, NV * 16, run, run_bf16};

@@ -9,6 +9,8 @@
  * block and from the stored partial sum otherwise, and at the last K block
  * add the bias, then the residual, then apply ReLU, exactly as gemm.h
  * promises: that is what makes every backend give the same bits.
+ * `run` reads float panels, `run_bf16` bfloat16 ones (gemm.h's layout),
+ * widened to float exactly in registers before the same multiply-adds.
  */
 #ifndef RC_GEMM_KERNEL_H
 #define RC_GEMM_KERNEL_H
@@ -22,8 +24,9 @@ typedef struct gemm_block {
     size_t lda;            /* row stride of a, in floats */
     const float *a_next;   /* the next block's a (same lda, kc and mr_max rows), to
                             * prefetch while this one computes; or NULL */
-    const float *b;        /* first packed panel at k0: (kc, GEMM_PANEL), 64-byte aligned */
-    size_t panel_stride;   /* floats from one panel to the next (n_in * GEMM_PANEL) */
+    const void *b;         /* first packed panel at k0: (kc, GEMM_PANEL) floats, or bfloat16
+                            * for run_bf16; 64-byte aligned */
+    size_t panel_stride;   /* elements from one panel to the next (n_in * GEMM_PANEL) */
     int kc;                /* K range of this block (may be 0) */
     float *c;              /* y at (i0, j0): (mr, ldc) */
     size_t ldc;            /* row stride of c, in floats */
@@ -41,8 +44,17 @@ typedef struct gemm_ukernel {
     const char *name; /* backend name, as gemm_set_backend takes it */
     int mr_max;       /* most rows per block */
     int nr_max;       /* most columns per block: a multiple of GEMM_PANEL */
-    void (*run)(const gemm_block *block);
+    void (*run)(const gemm_block *block);      /* float panels */
+    void (*run_bf16)(const gemm_block *block); /* bfloat16 panels */
 } gemm_ukernel;
+
+/* Where column c (0 .. GEMM_PANEL-1) of a bfloat16 panel row sits among its
+ * 32 halves, as a little-endian uint16_t array (gemm.h: word c % 16, the low
+ * half for c < 16). */
+static inline int gemm_bf16_slot(int c)
+{
+    return 2 * (c % (GEMM_PANEL / 2)) + c / (GEMM_PANEL / 2);
+}
 
 extern const gemm_ukernel gemm_ukernel_avx512;
 extern const gemm_ukernel gemm_ukernel_avx2;

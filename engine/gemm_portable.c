@@ -4,24 +4,36 @@
  * FMA it is a (correctly rounded) library call, slow but exact.
  */
 #include <math.h>
+#include <stdint.h>
 
 #include "gemm_kernel.h"
 
 enum { MR = 4 };
 
-static void run(const gemm_block *g)
+/* Row k of a bfloat16 panel as floats, in column order. */
+static void widen_row(const uint16_t *row, float *out)
+{
+    for (int c = 0; c < GEMM_PANEL; c++)
+        out[c] = gemm_bf16_to_float(row[gemm_bf16_slot(c)]);
+}
+
+static void block(const gemm_block *g, int bf16)
 {
     float acc[MR][GEMM_PANEL];
     for (int r = 0; r < g->mr; r++)
         for (int j = 0; j < GEMM_PANEL; j++)
             acc[r][j] = g->first || j >= g->nr ? 0.0f : g->c[r * g->ldc + j];
-    const float *b = g->b;
-    for (int k = 0; k < g->kc; k++, b += GEMM_PANEL)
+    float widened[GEMM_PANEL];
+    for (int k = 0; k < g->kc; k++) {
+        const float *b = bf16 ? widened : (const float *)g->b + (size_t)k * GEMM_PANEL;
+        if (bf16)
+            widen_row((const uint16_t *)g->b + (size_t)k * GEMM_PANEL, widened);
         for (int r = 0; r < g->mr; r++) {
             const float a = g->a[r * g->lda + k];
             for (int j = 0; j < GEMM_PANEL; j++)
                 acc[r][j] = fmaf(a, b[j], acc[r][j]);
         }
+    }
     for (int r = 0; r < g->mr; r++)
         for (int j = 0; j < g->nr; j++) {
             float v = acc[r][j];
@@ -37,4 +49,14 @@ static void run(const gemm_block *g)
         }
 }
 
-const gemm_ukernel gemm_ukernel_portable = {"portable", MR, GEMM_PANEL, run};
+static void run(const gemm_block *g)
+{
+    block(g, 0);
+}
+
+static void run_bf16(const gemm_block *g)
+{
+    block(g, 1);
+}
+
+const gemm_ukernel gemm_ukernel_portable = {"portable", MR, GEMM_PANEL, run, run_bf16};

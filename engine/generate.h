@@ -12,6 +12,31 @@
 #include "err.h"
 #include "model.h"
 
+/* Beams per image at most. */
+#define GEN_MAX_BEAM 16
+
+/* The user's decoding choices: plain values, recorded with runs. The
+ * maximum length is not here: it is cfg.max_len / gen_options.max_len. */
+typedef struct gen_decoding {
+    int beam;                  // beams per image, 1..16; 1 = greedy (the card's decoding, default)
+    double length_penalty;     // alpha of sum_logprob / length^alpha (Hugging Face); default 1.0
+    int early_stopping;        // 1: Hugging Face early_stopping=True semantics; default 0
+    int min_length;            // eos forbidden before this many generated tokens; default 0
+    int no_repeat_ngram;       // 0 = off; N: no n-gram of size N twice (HF NoRepeatNGram)
+    double repetition_penalty; // 1.0 = off; HF/CTRL semantics
+    int token_scores;          // 1: also return every token's probability
+} gen_decoding;
+
+/* The card's decoding: greedy, length_penalty 1.0, no early stopping,
+ * min_length 0, no repetition control, no token scores. */
+void gen_decoding_default(gen_decoding *d);
+
+/* 0 when d is usable; -1 naming the bad field otherwise (beam outside
+ * 1..16, negative min_length or no_repeat_ngram, repetition_penalty <= 0,
+ * a length_penalty that is not finite, early_stopping or token_scores not
+ * 0/1). */
+int gen_decoding_check(const gen_decoding *d, rc_error *err);
+
 /* Called with each step's logits (vocab_size floats) of each image; for
  * tests and diagnostics. */
 typedef void (*gen_logits_fn)(void *ctx, int image, int step, const float *logits, int vocab_size);
@@ -27,6 +52,45 @@ typedef struct gen_options {
  * ids[i * max_len .. + lens[i]). options may be NULL for the defaults. */
 int gen_greedy(const captioner *m, int n, const float *memory, const gen_options *options, int *ids, int *lens,
                rc_error *err);
+
+/* Where gen_decode writes the captions of n images and how confident the
+ * model was. Arrays are the caller's; the optional ones may be NULL.
+ *
+ * Confidence: the probability of a caption token is the softmax of the
+ * model's raw logits at its step (before any repetition control or length
+ * penalty), taken at the token chosen. A caption's tokens are those of ids:
+ * the closing [SEP] is not one of them, so token_probs lines up with ids
+ * (and with the results database's token_ids). mean_logprob is the mean
+ * natural log of these probabilities and min_token_prob their minimum;
+ * both are NAN for an empty caption. */
+typedef struct gen_output {
+    int *ids;               // (n, max_len) image i's tokens, without bos and eos, at ids + i * max_len
+    int *lens;              // (n) tokens of each caption
+    float *token_probs;     // (n, max_len) or NULL: each token's probability, laid out like ids
+    double *mean_logprob;   // (n) or NULL
+    double *min_token_prob; // (n) or NULL
+    double *score;          // (n) or NULL: beam search's sequence score (Hugging Face's sequences_scores:
+                            //   summed processed log-probabilities, [SEP]'s included, / length^alpha);
+                            //   NAN for greedy decoding, which has none
+} gen_output;
+
+/* Decodes n images from their memory tokens (n, memory_tokens, embed_dim)
+ * as d says (NULL: the defaults, i.e. gen_greedy): beam 1 is greedy
+ * decoding with d's logits processors on the raw logits (Hugging Face's
+ * greedy_search), beam > 1 is beam search (beam.h). options may be NULL;
+ * on_logits is only called by greedy decoding. */
+int gen_decode(const captioner *m, int n, const float *memory, const gen_decoding *d, const gen_options *options,
+               const gen_output *out, rc_error *err);
+
+/* The number of generated tokens at most: options->max_len, or the
+ * configuration's when options is NULL or its max_len 0; -1 (err filled)
+ * beyond the model's positions. */
+int gen_max_len(const captioner *m, const gen_options *options, rc_error *err);
+
+/* Confidence of one caption from its tokens' natural log-probabilities
+ * logprobs[0..n) (see gen_output): fills what is not NULL. */
+void gen_confidence(const double *logprobs, int n, float *token_probs, double *mean_logprob,
+                    double *min_token_prob);
 
 /* Teacher forcing, the card's training objective: for each of n sequences,
  * feeds tokens[i][0 .. n_tokens[i]-2] (the inputs: all but the last token)

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* ---- the expected state dict ------------------------------------------ */
 
@@ -243,8 +245,25 @@ static const float *tensor_f32(captioner *m, const char *name, rc_error *err)
     return copy;
 }
 
+/* Drops the resident pages of a tensor that lies in the checkpoint's file
+ * mapping once it has been packed: the pages are clean (read-only, private),
+ * so the kernel frees them and reads them back from the file if anything
+ * touches them again (the cblas backend may). Without this, the whole file
+ * (read once by the CRC check) stays in the RSS next to the packed copies. */
+static void release_pages(const captioner *m, const void *data, size_t bytes)
+{
+    const uintptr_t map = (uintptr_t)m->ckpt.map, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t from = (uintptr_t)data, to = from + bytes;
+    if (!m->ckpt.owns_map || from < map || to > map + m->ckpt.map_size)
+        return;
+    from = (from + page - 1) / page * page; /* whole pages inside the tensor only */
+    to = to / page * page;
+    if (to > from)
+        madvise((void *)from, to - from, MADV_DONTNEED); /* advice: failure changes nothing */
+}
+
 static int linear_from(captioner *m, gemm_weights *g, const char *prefix, const char *weight, const char *bias,
-                       int n_out, int n_in, int row_offset, rc_error *err)
+                       int n_out, int n_in, int row_offset, gemm_precision precision, rc_error *err)
 {
     char name[160];
     snprintf(name, sizeof name, "%s.%s", prefix, weight);
@@ -257,17 +276,27 @@ static int linear_from(captioner *m, gemm_weights *g, const char *prefix, const 
     g->n_in = n_in;
     g->w = w + (size_t)row_offset * n_in;
     g->bias = b + row_offset;
+    g->precision = precision;
     if (gemm_pack(g, err) < 0)
         return rc_prefix(err, "%s: %s", m->ckpt.path, prefix);
+    release_pages(m, g->w, sizeof(float) * (size_t)n_out * n_in);
     return 0;
 }
 
+/* Where conv_from folds: the folded biases stay with the model, the folded
+ * weights only until they are packed. */
+typedef struct fold_buffers {
+    float *bias;    /* the next convolution's folded bias goes here (advanced by conv_from) */
+    float *weights; /* scratch for one convolution's folded weights (the largest) */
+} fold_buffers;
+
 /* Folds a convolution's BatchNorm (eval mode) into its weights:
  * w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps),
- * reordering w from (c_out, c_in, k, k) to (c_out, k, k, c_in) for im2col.
- * Writes into *cursor and advances it. */
+ * reordering w from (c_out, c_in, k, k) to (c_out, k, k, c_in) for im2col,
+ * then packs w' (the packed panels are all the products read: gemm.w is
+ * left NULL). */
 static int conv_from(captioner *m, conv_layer *conv, const char *prefix, int c_in, int c_out, int kernel,
-                     int stride, float **cursor, rc_error *err)
+                     int stride, fold_buffers *fold, rc_error *err)
 {
     static const char *parts[] = {"convolution.weight", "normalization.weight", "normalization.bias",
                                   "normalization.running_mean", "normalization.running_var"};
@@ -279,44 +308,55 @@ static int conv_from(captioner *m, conv_layer *conv, const char *prefix, int c_i
             return -1;
     }
     const float *w = p[0], *gamma = p[1], *beta = p[2], *mean = p[3], *var = p[4];
-    float *wf = *cursor, *bf = wf + (size_t)c_out * kernel * kernel * c_in;
-    *cursor = bf + c_out;
+    const size_t n_weights = (size_t)c_out * kernel * kernel * c_in;
+    float *wf = fold->weights, *bf = fold->bias;
+    fold->bias += c_out;
+    const double eps = m->cfg.batch_norm_eps;
+#pragma omp parallel for schedule(static) if (n_weights > 65536)
     for (int o = 0; o < c_out; o++) {
-        const double scale = gamma[o] / sqrt((double)var[o] + m->cfg.batch_norm_eps);
+        const double scale = gamma[o] / sqrt((double)var[o] + eps);
         bf[o] = (float)(beta[o] - mean[o] * scale);
-        for (int i = 0; i < c_in; i++)
-            for (int ky = 0; ky < kernel; ky++)
-                for (int kx = 0; kx < kernel; kx++)
-                    wf[(((size_t)o * kernel + ky) * kernel + kx) * c_in + i] =
-                        (float)(w[(((size_t)o * c_in + i) * kernel + ky) * kernel + kx] * scale);
+        /* written in order; the reads stay within filter o (L1-sized) */
+        const float *from = w + (size_t)o * c_in * kernel * kernel;
+        float *to = wf + (size_t)o * kernel * kernel * c_in;
+        for (int tap = 0; tap < kernel * kernel; tap++)
+            for (int i = 0; i < c_in; i++)
+                *to++ = (float)(from[(size_t)i * kernel * kernel + tap] * scale);
     }
     conv->c_in = c_in;
     conv->c_out = c_out;
     conv->kernel = kernel;
     conv->stride = stride;
     conv->pad = kernel / 2;
-    conv->gemm = (gemm_weights){.n_out = c_out, .n_in = kernel * kernel * c_in, .w = wf, .bias = bf};
-    if (gemm_pack(&conv->gemm, err) < 0)
+    conv->gemm = (gemm_weights){
+        .n_out = c_out, .n_in = kernel * kernel * c_in, .w = wf, .bias = bf, .precision = m->encoder_precision};
+    const int packed = gemm_pack(&conv->gemm, err);
+    conv->gemm.w = NULL;
+    if (packed < 0)
         return rc_prefix(err, "%s: %s", m->ckpt.path, prefix);
+    release_pages(m, w, sizeof(float) * n_weights);
     return 0;
 }
 
-/* Floats needed for all folded convolutions of cfg. */
-static size_t folded_floats(const model_tensor_spec *specs, int n)
+/* Floats of all folded convolution biases of cfg, and of the largest
+ * convolution's weights. */
+static void fold_sizes(const model_tensor_spec *specs, int n, size_t *biases, size_t *largest)
 {
-    size_t total = 0;
+    *biases = *largest = 0;
     for (int i = 0; i < n; i++)
-        if (specs[i].ndim == 4) /* a convolution weight, plus its folded bias */
-            total += (size_t)(specs[i].shape[0] * specs[i].shape[1] * specs[i].shape[2] * specs[i].shape[3]) +
-                     (size_t)specs[i].shape[0];
-    return total;
+        if (specs[i].ndim == 4) { /* a convolution weight: (c_out, c_in, k, k) */
+            const size_t weights =
+                (size_t)(specs[i].shape[0] * specs[i].shape[1] * specs[i].shape[2] * specs[i].shape[3]);
+            *biases += (size_t)specs[i].shape[0];
+            *largest = weights > *largest ? weights : *largest;
+        }
 }
 
-static int build_encoder(captioner *m, float *cursor, rc_error *err)
+static int build_encoder(captioner *m, fold_buffers *fold, rc_error *err)
 {
     const cfg_model *c = &m->cfg;
     char prefix[96];
-    if (conv_from(m, &m->stem, "encoder.embedder.embedder", c->num_channels, c->embedding_size, 7, 2, &cursor,
+    if (conv_from(m, &m->stem, "encoder.embedder.embedder", c->num_channels, c->embedding_size, 7, 2, fold,
                   err) < 0)
         return -1;
     int b = 0;
@@ -328,7 +368,7 @@ static int build_encoder(captioner *m, float *cursor, rc_error *err)
             blk->has_shortcut = c_in != c_out || stride != 1;
             if (blk->has_shortcut) {
                 snprintf(prefix, sizeof prefix, "encoder.encoder.stages.%d.layers.%d.shortcut", s, j);
-                if (conv_from(m, &blk->shortcut, prefix, c_in, c_out, 1, stride, &cursor, err) < 0)
+                if (conv_from(m, &blk->shortcut, prefix, c_in, c_out, 1, stride, fold, err) < 0)
                     return -1;
             }
             conv_layer *convs[3] = {&blk->reduce, &blk->spatial, &blk->expand};
@@ -336,14 +376,15 @@ static int build_encoder(captioner *m, float *cursor, rc_error *err)
             const int strides[3] = {1, stride, 1};
             for (int k = 0; k < 3; k++) {
                 snprintf(prefix, sizeof prefix, "encoder.encoder.stages.%d.layers.%d.layer.%d", s, j, k);
-                if (conv_from(m, convs[k], prefix, ins[k], outs[k], ks[k], strides[k], &cursor, err) < 0)
+                if (conv_from(m, convs[k], prefix, ins[k], outs[k], ks[k], strides[k], fold, err) < 0)
                     return -1;
             }
         }
     const int dim = c->embed_dim;
     if (linear_from(m, &m->vis_proj, "vis_proj", "weight", "bias", dim, c->hidden_sizes[c->n_stages - 1], 0,
-                    err) < 0 ||
-        linear_from(m, &m->graph_msg, "graph_layer.msg_linear", "weight", "bias", dim, dim, 0, err) < 0)
+                    m->encoder_precision, err) < 0 ||
+        linear_from(m, &m->graph_msg, "graph_layer.msg_linear", "weight", "bias", dim, dim, 0, m->encoder_precision,
+                    err) < 0)
         return -1;
     return 0;
 }
@@ -374,7 +415,7 @@ static int build_decoder(captioner *m, rc_error *err)
         for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
             snprintf(prefix, sizeof prefix, "decoder.layers.%d.%s", i, parts[k].module);
             if (linear_from(m, parts[k].g, prefix, parts[k].weight, parts[k].bias, parts[k].n_out, parts[k].n_in,
-                            parts[k].row_offset, err) < 0)
+                            parts[k].row_offset, m->decoder_precision, err) < 0)
                 return -1;
         }
         for (int k = 0; k < 3; k++) {
@@ -386,13 +427,21 @@ static int build_decoder(captioner *m, rc_error *err)
                 return -1;
         }
     }
-    return linear_from(m, &m->fc_out, "fc_out", "weight", "bias", c->vocab_size, dim, 0, err);
+    return linear_from(m, &m->fc_out, "fc_out", "weight", "bias", c->vocab_size, dim, 0, m->decoder_precision, err);
 }
 
 int model_build(captioner *m, const cfg_model *cfg, ckpt_file *ckpt, rc_error *err)
 {
+    return model_build_with(m, cfg, ckpt, NULL, err);
+}
+
+int model_build_with(captioner *m, const cfg_model *cfg, ckpt_file *ckpt, const model_options *options,
+                     rc_error *err)
+{
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
+    m->encoder_precision = options ? options->encoder_precision : GEMM_FP32;
+    m->decoder_precision = options ? options->decoder_precision : GEMM_FP32;
     m->ckpt = *ckpt;
     memset(ckpt, 0, sizeof *ckpt);
     const char *path = m->ckpt.path;
@@ -408,19 +457,28 @@ int model_build(captioner *m, const cfg_model *cfg, ckpt_file *ckpt, rc_error *e
         free(specs);
         goto fail;
     }
-    m->folded = malloc(sizeof(float) * folded_floats(specs, n_specs));
+    size_t bias_floats, weight_floats;
+    fold_sizes(specs, n_specs, &bias_floats, &weight_floats);
     free(specs);
+    m->folded = malloc(sizeof(float) * (bias_floats ? bias_floats : 1));
+    fold_buffers fold = {m->folded, malloc(sizeof(float) * (weight_floats ? weight_floats : 1))};
     m->n_blocks = 0;
     for (int s = 0; s < cfg->n_stages; s++)
         m->n_blocks += cfg->depths[s];
     m->blocks = calloc(m->n_blocks, sizeof *m->blocks);
     m->layers = calloc(cfg->num_layers, sizeof *m->layers);
-    if (!m->folded || !m->blocks || !m->layers) {
+    if (!m->folded || !fold.weights || !m->blocks || !m->layers) {
+        free(fold.weights);
         rc_fail(err, "%s: out of memory building the model", path);
         goto fail;
     }
-    if (build_encoder(m, m->folded, err) < 0 || build_decoder(m, err) < 0)
+    const int built = build_encoder(m, &fold, err) == 0 && build_decoder(m, err) == 0;
+    free(fold.weights);
+    if (!built)
         goto fail;
+    /* What the forward passes still read from the file (embeddings, biases,
+     * norms: a few MB) comes back on first touch. */
+    release_pages(m, m->ckpt.map, m->ckpt.map_size);
     return 0;
 fail:
     model_free(m);
@@ -429,11 +487,17 @@ fail:
 
 int model_load(captioner *m, const cfg_model *cfg, const char *path, rc_error *err)
 {
+    return model_load_with(m, cfg, path, NULL, err);
+}
+
+int model_load_with(captioner *m, const cfg_model *cfg, const char *path, const model_options *options,
+                    rc_error *err)
+{
     ckpt_file ckpt;
     memset(m, 0, sizeof *m);
     if (ckpt_open(&ckpt, path, err) < 0)
         return -1;
-    return model_build(m, cfg, &ckpt, err);
+    return model_build_with(m, cfg, &ckpt, options, err);
 }
 
 /* Frees the packed copies of every layer's weights (gemm_pack at load). */

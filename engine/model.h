@@ -4,8 +4,11 @@
  * configuration (every expected tensor present with its dtype and shape, no
  * unexpected ones: all problems reported by name at once), folds each
  * BatchNorm into its convolution and lays convolution weights out for
- * channels-last im2col. Decoder weights that are float32 in the file point
- * straight into the mapping.
+ * channels-last im2col. Every matrix product's weights are then packed for
+ * gemm.h; the folded convolution weights are not kept, and the mapping's
+ * pages are handed back once packed, so the resident model is the packed
+ * weights plus what is read from the file as it is (embeddings, biases,
+ * norms, which point straight into the mapping when float32).
  *
  * The forward passes live in encoder.h (image -> memory tokens) and
  * decoder.h (one token step with a key/value cache); generate.h decodes.
@@ -25,7 +28,8 @@ typedef struct conv_layer {
     int c_in, c_out;     /* channels */
     int kernel;          /* square kernel side */
     int stride, pad;
-    gemm_weights gemm;   /* w: (c_out, kernel, kernel, c_in), bias: (c_out) */
+    gemm_weights gemm;   /* packed W: (c_out, kernel, kernel, c_in), bias: (c_out);
+                          * w is NULL (the unpacked folded copy is dropped at load) */
 } conv_layer;
 
 /* One ResNet bottleneck layer: relu(expand(spatial(reduce(x))) + shortcut(x)). */
@@ -63,16 +67,38 @@ typedef struct captioner {
     const float *pos_encoder;      /* (max_positions, dim) */
     decoder_layer *layers;         /* (num_layers) */
     gemm_weights fc_out;           /* (vocab_size, dim) */
+    gemm_precision encoder_precision; /* how the encoder's gemm_weights are packed (model_options) */
+    gemm_precision decoder_precision; /* how the decoder's and fc_out's are (model_options) */
     /* storage */
     ckpt_file ckpt;                /* the mapped checkpoint the pointers may point into */
-    float *folded;                 /* convolution weights and biases after BN folding */
+    float *folded;                 /* convolution biases after BN folding (the folded
+                                    * weights live only in the packed panels) */
     float **converted;             /* (n_converted) float32 copies of non-f32 tensors */
     int n_converted;
 } captioner;
 
+/* Choices made when a model is built; zeroed options are the defaults.
+ * GEMM_BF16 rounds a part's matrix-product weights to bfloat16 when they are
+ * packed: half their memory and the bandwidth decoding streams them with;
+ * embeddings, biases and norms stay float. `radcap --precision` sets the
+ * decoder's: in the encoder, products are compute-bound, and without
+ * bfloat16 arithmetic (AVX512_BF16, which the engine does not use yet)
+ * bf16 weights bring it no speed, only error (tests/test_bf16_model.c). */
+typedef struct model_options {
+    gemm_precision encoder_precision; /* convolutions, vis_proj, graph layer: GEMM_FP32 (default) or GEMM_BF16 */
+    gemm_precision decoder_precision; /* decoder layers and fc_out: GEMM_FP32 (default) or GEMM_BF16 */
+} model_options;
+
 /* Loads a checkpoint file for configuration cfg. On failure *m is left
  * safe to model_free. */
 int model_load(captioner *m, const cfg_model *cfg, const char *path, rc_error *err);
+
+/* model_load and model_build with options (NULL: the defaults, which is
+ * what model_load and model_build use). */
+int model_load_with(captioner *m, const cfg_model *cfg, const char *path, const model_options *options,
+                    rc_error *err);
+int model_build_with(captioner *m, const cfg_model *cfg, ckpt_file *ckpt, const model_options *options,
+                     rc_error *err);
 
 /* Builds the model from an opened checkpoint, which it takes over (*ckpt is
  * emptied, and closed with the model, also on failure). model_load is

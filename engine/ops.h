@@ -39,14 +39,27 @@ void ops_roll_mean(const float *x, int len, int dim, int half, float *y);
 /* Single-query scaled dot-product attention for n_heads heads of head_dim:
  * q (n_heads * head_dim); the t-th key and value are kv + t * ld_kv and
  * kv + t * ld_kv + v_offset (head h uses elements h * head_dim ..);
- * out (n_heads * head_dim). scores is scratch of n_keys floats. */
+ * out (n_heads * head_dim), which must not overlap q or kv. scores is
+ * scratch of n_heads * n_keys floats. */
 void ops_attention(const float *q, const float *kv, int n_keys, int ld_kv, int v_offset, int n_heads,
                    int head_dim, float *out, float *scores);
+
+/* ops_attention with the keys and values at scattered rows: the t-th key is
+ * kv + rows[t] * ld_kv (rows NULL: t). Beam search reads a sequence's
+ * earlier positions where its ancestors wrote them. */
+void ops_attention_rows(const float *q, const float *kv, const int *rows, int n_keys, int ld_kv, int v_offset,
+                        int n_heads, int head_dim, float *out, float *scores);
 
 /* Index of the largest of x[0..n), the first one on ties (torch.argmax). */
 int ops_argmax(const float *x, int n);
 
 /* log-sum-exp of x[0..n), computed stably. */
 float ops_logsumexp(const float *x, int n);
+
+/* ops_logsumexp with a polynomial exp in float (AVX2 when the CPU has it),
+ * several times faster and within about 1e-6 of it: for the log-softmax
+ * that confidence scores and beam search need at every decoding step.
+ * -inf elements add about 1e-38 x the largest term. */
+float ops_logsumexp_fast(const float *x, int n);
 
 #endif

@@ -88,6 +88,12 @@ static const store_migration schema_steps[] = {
      "  scored_at TEXT NOT NULL,\n"
      "  PRIMARY KEY (run_id, metric)\n"
      ");\n"},
+    {"view latest_items: the newest caption of every image file, over completed runs",
+     "CREATE VIEW latest_items AS\n"
+     "SELECT i.* FROM items i JOIN runs r ON r.id = i.run_id\n"
+     "WHERE i.status = 'ok' AND r.status = 'completed' AND i.run_id = (\n"
+     "  SELECT MAX(j.run_id) FROM items j JOIN runs q ON q.id = j.run_id\n"
+     "  WHERE j.path = i.path AND j.status = 'ok' AND q.status = 'completed');\n"},
 };
 #define N_SCHEMA_STEPS (int)(sizeof schema_steps / sizeof schema_steps[0])
 

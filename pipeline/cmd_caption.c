@@ -2,6 +2,7 @@
  * captions, in the order the images were given. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,12 @@ static void usage(FILE *out)
             "\n"
             "Captions each IMAGE (JPEG, PNG, TIFF, WebP, GIF) with the model and prints one\n"
             "line per image, in the order given: the caption, or with --json an object\n"
-            "  {\"image\": PATH, \"caption\": TEXT, \"ids\": [token ids without [CLS]/[SEP]]}\n"
+            "  {\"image\": PATH, \"caption\": TEXT, \"ids\": [token ids without [CLS]/[SEP]],\n"
+            "   \"mean_logprob\": M, \"min_token_prob\": P}\n"
+            "where, over the caption's tokens (not the closing [SEP]), M is the mean natural\n"
+            "log of each token's probability (the softmax of the model's raw logits at its\n"
+            "step) and P the smallest; both are null for an empty caption. With\n"
+            "--token-scores the object also has \"token_probs\": [each token's probability].\n"
             "An image that cannot be read is reported on standard error (and, with --json,\n"
             "as {\"image\": PATH, \"error\": REASON}; without --json as an empty line), and\n"
             "the other images are still captioned; the exit status is then 1.\n"
@@ -39,7 +45,27 @@ static void usage(FILE *out)
             "                     avx512, avx2, portable or cblas (OpenBLAS); the engine's\n"
             "                     own (all but cblas) give identical captions (default:\n"
             "                     $RADCAP_GEMM if it names one this CPU runs, else auto)\n"
-            "  --max-len N        generated tokens at most (default: the configuration's, 80)\n"
+            "  --max-len N, --max-length N\n"
+            "                     generated tokens at most, [SEP] included (default: the\n"
+            "                     configuration's, 80)\n"
+            "\n"
+            "Decoding (greedy, the model card's, by default; as Hugging Face's generate):\n"
+            "  --beam K           beam search with K beams per image, 1 to 16 (default 1:\n"
+            "                     greedy); the caption is the best finished hypothesis\n"
+            "  --length-penalty A beam search ranks hypotheses by summed log-probability /\n"
+            "                     length^A, the length counting [SEP] (default 1.0; 0 sums,\n"
+            "                     A < 0 favours short captions)\n"
+            "  --early-stopping   beam search stops an image as soon as K hypotheses are\n"
+            "                     finished (default: when no live beam is likely to beat them)\n"
+            "  --min-length N     [SEP] is forbidden before N tokens (default 0)\n"
+            "  --no-repeat-ngram N\n"
+            "                     no N tokens in a row occur twice in a caption (default 0: off)\n"
+            "  --repetition-penalty P\n"
+            "                     the score of every token already in the caption is divided\n"
+            "                     by P if positive, multiplied by P if negative (greedy: the\n"
+            "                     logits; beam search: the log-probabilities); default 1: off\n"
+            "  --token-scores     --json also prints every token's probability\n"
+            "\n"
             "  --max-pixels N     refuse larger images before decoding (default 100000000)\n"
             "  --exif-orientation apply the EXIF orientation first (PIL does not by default)\n"
             "  --json             one JSON object per line\n"
@@ -53,15 +79,43 @@ typedef struct caption_job {
     const captioner *model;
     const tok_vocab *vocab;
     const img_options *img;
+    const gen_decoding *decoding;
     int max_len;
     int json;
 } caption_job;
 
-static void print_result(const caption_job *job, const char *path, const char *caption, const int *ids, int n_ids,
-                         const char *error)
+/* The decoder's outputs for a batch. */
+typedef struct caption_buffers {
+    float *pixels;          // (batch, 3, size, size)
+    float *memory;          // (batch, memory_tokens, embed_dim)
+    int *ids;               // (batch, max_len)
+    int *lens;              // (batch)
+    float *token_probs;     // (batch, max_len), with --token-scores
+    double *mean_logprob;   // (batch)
+    double *min_token_prob; // (batch)
+} caption_buffers;
+
+/* A caption and its confidence, as printed. */
+typedef struct caption_line {
+    const char *caption;
+    const int *ids;
+    int n_ids;
+    const float *token_probs; // (n_ids) or NULL
+    double mean_logprob, min_token_prob;
+} caption_line;
+
+static void add_number_or_null(cJSON *o, const char *key, double v)
+{
+    if (isnan(v))
+        cJSON_AddNullToObject(o, key);
+    else
+        cJSON_AddNumberToObject(o, key, v);
+}
+
+static void print_result(const caption_job *job, const char *path, const caption_line *shown, const char *error)
 {
     if (!job->json) {
-        printf("%s\n", error ? "" : caption);
+        printf("%s\n", error ? "" : shown->caption);
         return;
     }
     cJSON *o = cJSON_CreateObject();
@@ -69,8 +123,15 @@ static void print_result(const caption_job *job, const char *path, const char *c
     if (error) {
         cJSON_AddStringToObject(o, "error", error);
     } else {
-        cJSON_AddStringToObject(o, "caption", caption);
-        cJSON_AddItemToObject(o, "ids", cJSON_CreateIntArray(ids, n_ids));
+        cJSON_AddStringToObject(o, "caption", shown->caption);
+        cJSON_AddItemToObject(o, "ids", cJSON_CreateIntArray(shown->ids, shown->n_ids));
+        add_number_or_null(o, "mean_logprob", shown->mean_logprob);
+        add_number_or_null(o, "min_token_prob", shown->min_token_prob);
+        if (shown->token_probs) {
+            cJSON *probs = cJSON_AddArrayToObject(o, "token_probs");
+            for (int t = 0; probs && t < shown->n_ids; t++)
+                cJSON_AddItemToArray(probs, cJSON_CreateNumber(shown->token_probs[t]));
+        }
     }
     char *line = cJSON_PrintUnformatted(o);
     printf("%s\n", line ? line : "{}");
@@ -80,9 +141,9 @@ static void print_result(const caption_job *job, const char *path, const char *c
 
 /* Preprocesses, encodes and decodes one batch of paths; returns the number
  * of images that failed. */
-static int caption_batch(const caption_job *job, char **paths, int n, float *pixels, float *memory, int *ids,
-                         int *lens)
+static int caption_batch(const caption_job *job, char **paths, int n, const caption_buffers *b)
 {
+    float *pixels = b->pixels;
     const cfg_model *c = job->cfg;
     const size_t image_floats = (size_t)3 * c->image_size * c->image_size;
     rc_error *errors = calloc(n, sizeof *errors);
@@ -90,7 +151,7 @@ static int caption_batch(const caption_job *job, char **paths, int n, float *pix
     if (!errors || !ok || !order) {
         free(errors), free(ok), free(order);
         for (int i = 0; i < n; i++)
-            print_result(job, paths[i], NULL, NULL, 0, "out of memory");
+            print_result(job, paths[i], NULL, "out of memory");
         return n;
     }
 #pragma omp parallel for schedule(dynamic, 1)
@@ -99,10 +160,11 @@ static int caption_batch(const caption_job *job, char **paths, int n, float *pix
     int n_ok = img_pack_batch(pixels, image_floats, ok, n, order);
     rc_error err = {{0}};
     int failed = n - n_ok;
-    const enc_outputs out = {.memory = memory};
+    const enc_outputs out = {.memory = b->memory};
+    const gen_output captions = {b->ids, b->lens, b->token_probs, b->mean_logprob, b->min_token_prob, NULL};
     if (n_ok > 0 && (enc_forward(job->model, n_ok, pixels, &out, &err) < 0 ||
-                     gen_greedy(job->model, n_ok, memory, &(gen_options){.max_len = job->max_len}, ids, lens,
-                                &err) < 0)) {
+                     gen_decode(job->model, n_ok, b->memory, job->decoding, &(gen_options){.max_len = job->max_len},
+                                &captions, &err) < 0)) {
         for (int j = 0; j < n_ok; j++) {
             ok[order[j]] = 0;
             snprintf(errors[order[j]].msg, sizeof errors[0].msg, "%s", err.msg);
@@ -113,17 +175,19 @@ static int caption_batch(const caption_job *job, char **paths, int n, float *pix
     for (int i = 0, j = 0; i < n; i++) {
         if (!ok[i]) {
             fprintf(stderr, "radcap caption: %s\n", errors[i].msg);
-            print_result(job, paths[i], NULL, NULL, 0, errors[i].msg);
+            print_result(job, paths[i], NULL, errors[i].msg);
             continue;
         }
-        const int *seq = ids + (size_t)j * job->max_len;
-        char *text = tok_decode(job->vocab, seq, lens[j], 1, NULL, &err);
+        const size_t at = (size_t)j * job->max_len;
+        char *text = tok_decode(job->vocab, b->ids + at, b->lens[j], 1, NULL, &err);
         if (!text) {
             fprintf(stderr, "radcap caption: %s: %s\n", paths[i], err.msg);
-            print_result(job, paths[i], NULL, NULL, 0, err.msg);
+            print_result(job, paths[i], NULL, err.msg);
             failed++;
         } else {
-            print_result(job, paths[i], text, seq, lens[j], NULL);
+            const caption_line line = {text, b->ids + at, b->lens[j], b->token_probs ? b->token_probs + at : NULL,
+                                       b->mean_logprob[j], b->min_token_prob[j]};
+            print_result(job, paths[i], &line, NULL);
             free(text);
         }
         j++;
@@ -141,12 +205,18 @@ int cmd_caption(int argc, char **argv)
         {"threads", required_argument, 0, 't'},    {"max-len", required_argument, 0, 'l'},
         {"max-pixels", required_argument, 0, 'p'}, {"exif-orientation", no_argument, 0, 'e'},
         {"json", no_argument, 0, 'j'},             {"gemm", required_argument, 0, 'g'},
+        {"max-length", required_argument, 0, 'l'}, {"beam", required_argument, 0, 'B'},
+        {"length-penalty", required_argument, 0, 'A'}, {"early-stopping", no_argument, 0, 'E'},
+        {"min-length", required_argument, 0, 'm'}, {"no-repeat-ngram", required_argument, 0, 'n'},
+        {"repetition-penalty", required_argument, 0, 'r'}, {"token-scores", no_argument, 0, 's'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     const char *checkpoint = NULL, *vocab_path = NULL, *config_path = NULL, *gemm = NULL;
     int batch = 8, threads = 0, max_len = 0, json = 0, exif = 0;
     long long max_pixels = 100000000;
+    gen_decoding decoding;
+    gen_decoding_default(&decoding);
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
@@ -162,6 +232,13 @@ int cmd_caption(int argc, char **argv)
         case 'e': exif = 1; break;
         case 'j': json = 1; break;
         case 'g': gemm = optarg; break;
+        case 'B': bad = cli_parse_int(optarg, 1, GEN_MAX_BEAM, &decoding.beam); break;
+        case 'A': bad = cli_parse_double(optarg, -1e6, 1e6, &decoding.length_penalty); break;
+        case 'E': decoding.early_stopping = 1; break;
+        case 'm': bad = cli_parse_int(optarg, 0, 1 << 20, &decoding.min_length); break;
+        case 'n': bad = cli_parse_int(optarg, 0, 1 << 20, &decoding.no_repeat_ngram); break;
+        case 'r': bad = cli_parse_double(optarg, 1e-6, 1e6, &decoding.repetition_penalty); break;
+        case 's': decoding.token_scores = 1; break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
@@ -176,11 +253,15 @@ int cmd_caption(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    rc_error err = {{0}};
+    if (gen_decoding_check(&decoding, &err) < 0) {
+        fprintf(stderr, "radcap caption: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
     if (threads > 0)
         omp_set_num_threads(threads);
     gemm_init();
 
-    rc_error err = {{0}};
     if (gemm && gemm_set_backend(gemm, &err) < 0) {
         fprintf(stderr, "radcap caption: --gemm: %s\n", err.msg);
         return EXIT_USAGE;
@@ -229,24 +310,32 @@ int cmd_caption(int argc, char **argv)
     img.max_pixels = max_pixels;
     img.apply_exif_orientation = exif;
 
-    const caption_job job = {&cfg, &model, vocab, &img, cfg.max_len, json};
-    const size_t image_floats = (size_t)3 * cfg.image_size * cfg.image_size;
-    float *pixels = malloc(sizeof(float) * image_floats * batch);
-    float *memory = malloc(sizeof(float) * batch * cfg_memory_tokens(&cfg) * cfg.embed_dim);
-    int *ids = malloc(sizeof(int) * batch * cfg.max_len), *lens = malloc(sizeof(int) * batch);
+    const caption_job job = {&cfg, &model, vocab, &img, &decoding, cfg.max_len, json};
+    const size_t image_floats = (size_t)3 * cfg.image_size * cfg.image_size, rows = (size_t)batch;
+    const caption_buffers b = {
+        .pixels = malloc(sizeof(float) * image_floats * rows),
+        .memory = malloc(sizeof(float) * rows * cfg_memory_tokens(&cfg) * cfg.embed_dim),
+        .ids = malloc(sizeof(int) * rows * cfg.max_len),
+        .lens = malloc(sizeof(int) * rows),
+        .token_probs = decoding.token_scores ? malloc(sizeof(float) * rows * cfg.max_len) : NULL,
+        .mean_logprob = malloc(sizeof(double) * rows),
+        .min_token_prob = malloc(sizeof(double) * rows),
+    };
     int failed = 0, status = EXIT_OK;
-    if (!pixels || !memory || !ids || !lens) {
+    if (!b.pixels || !b.memory || !b.ids || !b.lens || (decoding.token_scores && !b.token_probs) ||
+        !b.mean_logprob || !b.min_token_prob) {
         fprintf(stderr, "radcap caption: out of memory for a batch of %d images\n", batch);
         status = EXIT_FATAL;
     } else {
         for (int first = optind; first < argc; first += batch) {
             const int n = argc - first < batch ? argc - first : batch;
-            failed += caption_batch(&job, argv + first, n, pixels, memory, ids, lens);
+            failed += caption_batch(&job, argv + first, n, &b);
         }
         if (failed)
             status = EXIT_PARTIAL;
     }
-    free(pixels), free(memory), free(ids), free(lens);
+    free(b.pixels), free(b.memory), free(b.ids), free(b.lens), free(b.token_probs), free(b.mean_logprob);
+    free(b.min_token_prob);
     model_free(&model);
     tok_vocab_free(vocab);
     img_system_shutdown();

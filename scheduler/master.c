@@ -21,9 +21,12 @@ enum {
     ENTRY_PENDING,         /* to hand out */
     ENTRY_SENT,            /* handed out, no result yet */
     ENTRY_STORED,          /* result stored by this session */
+    ENTRY_UNCHANGED,       /* incremental run: captioned before and unchanged since */
 };
 
 enum { MAX_PROBLEMS_LOGGED = 20 }; /* manifest problems listed one by one */
+
+#define ERROR_LIMIT_REASON "stopped: too many failed images (max_errors)"
 
 typedef struct master {
     const sched_run_options *o;
@@ -43,6 +46,10 @@ typedef struct master {
     int signal;               // the signal that stopped the run, if this process got it
     char stop_reason[96];     // why the run stopped, recorded with it
     size_t problems_logged;   // manifest problems listed so far
+    char **content_sha256;    // (man->n_entries) with change_by_content: each file's hash, or NULL
+    int64_t n_unchanged;      // incremental run: entries left out as unchanged
+    int64_t session_errors;   // failed images stored by this session
+    int error_limit_hit;      // 1: more than o->max_errors failed: stopping, the run will be marked failed
 } master;
 
 /* CPU time (user + system) of this process so far. */
@@ -73,9 +80,28 @@ void sched_run_options_default(sched_run_options *o)
     o->progress_seconds = 30;
     o->commit_every = 64;
     o->commit_seconds = 2;
+    gen_decoding_default(&o->decoding);
+    o->max_errors = -1;
 }
 
 /* ---- the configuration and its fingerprint ------------------------------ */
+
+/* The decoding options (generate.h) as a JSON object, keys as the fields. */
+static cJSON *decoding_json(const gen_decoding *d)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddNumberToObject(o, "beam", d->beam) ||
+        !cJSON_AddNumberToObject(o, "length_penalty", d->length_penalty) ||
+        !cJSON_AddBoolToObject(o, "early_stopping", d->early_stopping) ||
+        !cJSON_AddNumberToObject(o, "min_length", d->min_length) ||
+        !cJSON_AddNumberToObject(o, "no_repeat_ngram", d->no_repeat_ngram) ||
+        !cJSON_AddNumberToObject(o, "repetition_penalty", d->repetition_penalty) ||
+        !cJSON_AddBoolToObject(o, "token_scores", d->token_scores)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
 
 /* The JSON object of what decides the captions (the fingerprint's input). */
 static cJSON *identity_json(const sched_run_options *o, rc_error *err)
@@ -102,7 +128,14 @@ static cJSON *identity_json(const sched_run_options *o, rc_error *err)
         cJSON_AddNullToObject(id, "image_dir");
     cJSON_AddNumberToObject(id, "max_pixels", (double)o->max_pixels);
     cJSON_AddBoolToObject(id, "exif_orientation", o->exif_orientation);
-    cJSON_AddStringToObject(id, "decoding", "greedy");
+    if (o->since_last) /* an incremental run never resumes (nor is resumed by) a full one */
+        cJSON_AddStringToObject(id, "since_last", o->change_by_content ? "content" : "stat");
+    cJSON *decoding = decoding_json(&o->decoding);
+    if (!decoding) {
+        cJSON_Delete(id);
+        return rc_fail(err, "out of memory describing the run's configuration"), NULL;
+    }
+    cJSON_AddItemToObject(id, "decoding", decoding);
     return id;
 }
 
@@ -125,6 +158,9 @@ static char *config_json(const sched_run_options *o, cJSON *identity, int n_rank
     cJSON_AddBoolToObject(c, "prefetch", o->prefetch);
     cJSON_AddBoolToObject(c, "score", o->score);
     cJSON_AddBoolToObject(c, "drop_brackets", o->ptb.drop_brackets);
+    cJSON *settings = o->settings_json ? cJSON_Parse(o->settings_json) : NULL;
+    if (settings)
+        cJSON_AddItemToObject(c, "settings", settings);
     char *text = cJSON_PrintUnformatted(c);
     cJSON_Delete(c);
     return text;
@@ -200,15 +236,25 @@ static int store_result(master *m, const sched_result *r, rc_error *err)
     static const int no_tokens[1] = {0};
     item.token_ids = r->ids ? r->ids : no_tokens; /* an empty caption still has its (empty) ids */
     item.n_tokens = r->n_ids;
+    item.token_probs = r->token_probs;
+    item.mean_logprob = r->mean_logprob;
+    item.min_token_prob = r->min_token_prob;
     item.decode_seconds = r->decode_seconds;
     item.infer_seconds = r->infer_seconds;
     item.rank = r->rank;
+    item.content_sha256 = m->content_sha256 ? m->content_sha256[r->index] : NULL;
     if (write_item(m, &item, err) < 0)
         return -1;
     m->state[r->index] = ENTRY_STORED;
     sched_progress_add(&m->progress, r->ok);
-    if (!r->ok)
+    if (!r->ok) {
         log_msg(m->log, LOG_WARN, "image %s: %s", e->id, r->error);
+        if (++m->session_errors > m->o->max_errors && m->o->max_errors >= 0 && !m->error_limit_hit) {
+            m->error_limit_hit = 1;
+            log_msg(m->log, LOG_ERROR, "%lld images failed, more than max_errors %lld: stopping the run",
+                    (long long)m->session_errors, m->o->max_errors);
+        }
+    }
     return 0;
 }
 
@@ -243,6 +289,43 @@ static int store_manifest_references(master *m, rc_error *err)
         }
     }
     return store_commit(m->db, err);
+}
+
+/* Incremental run: leaves out the pending entries whose file is unchanged
+ * since it was last captioned ok in a completed run (same size and mtime,
+ * or same SHA-256 with change_by_content, whose hashes are kept to be
+ * stored with the results). */
+static int plan_incremental(master *m, rc_error *err)
+{
+    const size_t n = m->man->n_entries;
+    const int by_content = m->o->change_by_content;
+    if (by_content && !(m->content_sha256 = calloc(n ? n : 1, sizeof *m->content_sha256)))
+        return rc_fail(err, "out of memory planning %zu images", n);
+    manifest_stat_entries(m->man);
+    size_t kept = 0;
+    for (size_t k = 0; k < m->n_pending; k++) {
+        const size_t i = m->pending[k];
+        const manifest_entry *e = &m->man->entries[i];
+        int unchanged = 0;
+        if (e->size >= 0) {
+            char hex[SHA256_HEX_SIZE];
+            rc_error hash_err;
+            /* an unreadable file is never "unchanged": its worker reports why */
+            const int hashed = by_content && sha256_file(e->path, hex, &hash_err) == 0 &&
+                               (m->content_sha256[i] = strdup(hex)) != NULL;
+            if ((!by_content || hashed) &&
+                store_file_unchanged(m->db, e->path, e->size, e->mtime_ns, hashed ? hex : NULL, &unchanged, err) < 0)
+                return -1;
+        }
+        if (unchanged) {
+            m->state[i] = ENTRY_UNCHANGED;
+            m->n_unchanged++;
+        } else {
+            m->pending[kept++] = i;
+        }
+    }
+    m->n_pending = kept;
+    return 0;
 }
 
 /* Finds or creates the run, and works out what is left to do. */
@@ -335,6 +418,9 @@ static int setup(master *m, int n_ranks, char *const *hosts, sched_run_outcome *
     }
     store_idset_free(&done);
     out->n_skipped = n_done;
+    if (o->since_last && plan_incremental(m, err) < 0)
+        return -1;
+    out->n_unchanged = m->n_unchanged;
     return 0;
 }
 
@@ -412,6 +498,8 @@ static sched_feed_status local_next(void *ctx, int wait, sched_chunk *chunk, rc_
     int sig = sched_signal_received();
     if (sig)
         note_stop(m, sig, NULL);
+    if (m->error_limit_hit)
+        note_stop(m, 0, ERROR_LIMIT_REASON);
     if (m->interrupting)
         return SCHED_FEED_CANCEL;
     if (next_chunk(m, 0, chunk, err) < 0)
@@ -437,6 +525,7 @@ static int run_local(master *m, rc_error *err)
         .batch = m->o->batch,
         .rank = 0,
         .prefetch = m->o->prefetch,
+        .decoding = m->o->decoding,
     };
     sched_image_options(&m->o->cfg, m->o->max_pixels, m->o->exif_orientation, &wo.img);
     const double t0 = now_seconds();
@@ -538,6 +627,10 @@ static int run_dispatch(master *m, int n_ranks, sched_run_outcome *out, rc_error
             status = -1;
             break;
         }
+        if (m->error_limit_hit && !m->interrupting && interrupt_all(m, &d, 0, ERROR_LIMIT_REASON, err) < 0) {
+            status = -1;
+            break;
+        }
         sched_msg msg;
         int from, got = sched_mpi_poll(-1, &msg, &from, &d.in, err);
         if (got < 0) {
@@ -575,6 +668,9 @@ static void release(master *m)
         rc_error ignored;
         store_close(m->db, &ignored);
     }
+    for (size_t i = 0; m->content_sha256 && i < m->man->n_entries; i++)
+        free(m->content_sha256[i]);
+    free(m->content_sha256);
     manifest_free(m->man);
     free(m->state);
     free(m->pending);
@@ -593,12 +689,15 @@ int sched_master_run(const sched_run_options *o, int n_ranks, char *const *hosts
         release(&m);
         return -1;
     }
-    log_msg(log, LOG_INFO, "%s run %lld: %lld images in %s, %lld already done, %zu to caption on %d %s",
-            out->resumed ? "resuming" : "starting", (long long)m.run_id, (long long)out->n_total, o->manifest,
-            (long long)out->n_skipped, m.n_pending, out->n_workers,
+    char unchanged[64] = "";
+    if (o->since_last)
+        snprintf(unchanged, sizeof unchanged, ", %lld unchanged since an earlier run", (long long)m.n_unchanged);
+    log_msg(log, LOG_INFO, "%s %srun %lld: %lld images in %s, %lld already done%s, %zu to caption on %d %s",
+            out->resumed ? "resuming" : "starting", o->since_last ? "incremental " : "", (long long)m.run_id,
+            (long long)out->n_total, o->manifest, (long long)out->n_skipped, unchanged, m.n_pending, out->n_workers,
             n_ranks > 1 ? (out->n_workers == 1 ? "worker rank" : "worker ranks") : "process");
     const double t0 = now_seconds(), cpu0 = cpu_seconds();
-    sched_progress_start(&m.progress, out->n_total, out->n_skipped, t0);
+    sched_progress_start(&m.progress, out->n_total, out->n_skipped + m.n_unchanged, t0);
     m.last_status = t0;
     int status = store_manifest_references(&m, err);
     if (status == 0)
@@ -607,6 +706,10 @@ int sched_master_run(const sched_run_options *o, int n_ranks, char *const *hosts
         status = n_ranks > 1 ? run_dispatch(&m, n_ranks, out, err) : run_local(&m, err);
     if (status == 0)
         status = commit_batch(&m, err);
+    if (status == 0 && m.error_limit_hit)
+        status = rc_fail(err, "%lld images failed in this session, more than max_errors (%lld); the results "
+                              "so far are stored",
+                         (long long)m.session_errors, o->max_errors);
     out->seconds = now_seconds() - t0;
     out->master_cpu_seconds = cpu_seconds() - cpu0;
     out->session_done = m.progress.done;
@@ -622,7 +725,8 @@ int sched_master_run(const sched_run_options *o, int n_ranks, char *const *hosts
     if (status < 0) {
         rc_error ignored;
         store_rollback(m.db, &ignored);
-        if (store_run_finish(m.db, m.run_id, STORE_RUN_FAILED, err->msg, -1, &finish_err) < 0)
+        if (store_run_finish(m.db, m.run_id, STORE_RUN_FAILED, err->msg, o->since_last ? m.n_unchanged : -1,
+                             &finish_err) < 0)
             log_msg(log, LOG_ERROR, "%s", finish_err.msg);
     } else {
         /* a worker that lost results (it never should) leaves the run resumable, not completed */
@@ -635,7 +739,7 @@ int sched_master_run(const sched_run_options *o, int n_ranks, char *const *hosts
         }
         out->end = m.interrupting ? SCHED_RUN_INTERRUPTED : SCHED_RUN_COMPLETED;
         status = store_run_finish(m.db, m.run_id, m.interrupting ? STORE_RUN_INTERRUPTED : STORE_RUN_COMPLETED,
-                                  m.interrupting ? m.stop_reason : NULL, -1, err);
+                                  m.interrupting ? m.stop_reason : NULL, o->since_last ? m.n_unchanged : -1, err);
     }
     store_run_summary summary;
     if (status == 0 && store_run_get(m.db, m.run_id, &summary, err) == 0) {

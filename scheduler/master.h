@@ -5,6 +5,7 @@
  * database, and either resumes the latest unfinished run with the same
  * fingerprint or starts a new run. The fingerprint covers what decides the
  * captions: the model configuration, max_len, max_pixels, the EXIF option,
+ * the decoding options (beam search, repetition control, token scores),
  * the manifest's absolute path, and the SHA-256 of the checkpoint and of
  * the vocabulary; not the batch size, thread or rank counts, which may
  * change between a run and its resumption. Images already `ok` in the run
@@ -36,6 +37,7 @@
 
 #include "engine/config.h"
 #include "engine/err.h"
+#include "engine/generate.h"
 #include "io/manifest.h"
 #include "pipeline/log.h"
 #include "pipeline/ptb.h"
@@ -62,6 +64,11 @@ typedef struct sched_run_options {
     double progress_seconds;     // between progress lines when the log is not a terminal
     int commit_every;            // results per transaction at most
     double commit_seconds;       // seconds a result may wait before its commit
+    gen_decoding decoding;       // beam search, repetition control, confidence (generate.h); default greedy
+    int since_last;              // 1: only images new or changed since the last completed run
+    int change_by_content;       // with since_last: compare SHA-256 of the files, not size and mtime
+    long long max_errors;        // stop (failed) once this session has more failed images; < 0 no limit
+    const char *settings_json;   // the effective settings (job.h), stored with the run; may be NULL
 } sched_run_options;
 
 /* Fills the defaults: batch 8, prefetch on, scoring on, progress every
@@ -84,6 +91,7 @@ typedef struct sched_run_outcome {
     int resumed;             // 1: an earlier run was continued
     int64_t n_total;         // entries of the manifest
     int64_t n_skipped;       // already ok when this session started
+    int64_t n_unchanged;     // incremental runs: left out as unchanged since an earlier run
     int64_t n_ok, n_error;   // the run's items by status, at the end
     int64_t session_done;    // results stored by this session
     int64_t session_errors;  // of which failed

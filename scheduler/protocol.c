@@ -62,6 +62,15 @@ static int put_result(sched_buf *b, const sched_result *r)
     for (int k = 0; k < r->n_ids; k++)
         if (put_u64(b, (uint32_t)r->ids[k], 4) < 0)
             return -1;
+    const int n_probs = r->token_probs ? r->n_ids : 0;
+    if (put_f64(b, r->mean_logprob) < 0 || put_f64(b, r->min_token_prob) < 0 || put_u64(b, (uint64_t)n_probs, 4) < 0)
+        return -1;
+    for (int k = 0; k < n_probs; k++) {
+        uint32_t bits;
+        memcpy(&bits, &r->token_probs[k], sizeof bits);
+        if (put_u64(b, bits, 4) < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -208,6 +217,24 @@ static int get_result(reader *r, sched_result *res)
     for (uint64_t k = 0; k < n_ids; k++)
         if (get_i32(r, "token ids", &res->ids[k]) < 0)
             return -1;
+    uint64_t n_probs;
+    if (get_f64(r, "mean log-probability", &res->mean_logprob) < 0 ||
+        get_f64(r, "minimum token probability", &res->min_token_prob) < 0 ||
+        get_u64(r, 4, "probability count", &n_probs) < 0)
+        return -1;
+    if (n_probs != 0 && n_probs != n_ids)
+        return rc_fail(r->err, "%s message: image %lld has %llu token probabilities for %llu tokens", r->what,
+                       (long long)res->index, (unsigned long long)n_probs, (unsigned long long)n_ids);
+    if (n_probs > r->left / 4)
+        return truncated(r, "token probabilities");
+    if (n_probs && !(res->token_probs = malloc(sizeof(float) * n_probs)))
+        return rc_fail(r->err, "out of memory decoding a %s message", r->what);
+    for (uint64_t k = 0; k < n_probs; k++) {
+        uint64_t bits;
+        get_u64(r, 4, "token probabilities", &bits); /* cannot fail: the length was checked */
+        const uint32_t bits32 = (uint32_t)bits;
+        memcpy(&res->token_probs[k], &bits32, sizeof(float));
+    }
     /* a failed image has no caption, a captioned one no error */
     if (res->ok ? res->error != NULL : (res->caption[0] != '\0' || n_ids > 0 || !res->error))
         return rc_fail(r->err, "%s message: result of image %lld is inconsistent (%s)", r->what,
@@ -253,7 +280,7 @@ int sched_decode(const void *data, size_t len, sched_msg *msg, rc_error *err)
         break;
     case SCHED_MSG_RESULTS:
         /* each result: 8 + 1 + 4 + 8 + 8 + 8 + 8 + 4 + 4 + 4 bytes at least */
-        if (get_count(&r, 57, &msg->n_results) < 0)
+        if (get_count(&r, 77, &msg->n_results) < 0)
             return -1;
         if (msg->n_results && !(msg->results = calloc((size_t)msg->n_results, sizeof *msg->results)))
             return rc_fail(err, "out of memory decoding a results message");
@@ -287,8 +314,10 @@ void sched_result_clear(sched_result *result)
     free(result->error);
     free(result->caption);
     free(result->ids);
+    free(result->token_probs);
     result->error = result->caption = NULL;
     result->ids = NULL;
+    result->token_probs = NULL;
     result->n_ids = 0;
 }
 

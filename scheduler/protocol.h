@@ -3,14 +3,16 @@
  * A message is a byte string sent with MPI as MPI_BYTE, its kind doubling
  * as the MPI tag. Layout (all integers little-endian, whatever the host):
  *
- *   u32 magic "RCM1" (0x52434d31: the protocol's version; a rank of another
+ *   u32 magic "RCM2" (0x52434d32: the protocol's version; a rank of another
  *       build is refused), u8 kind, then the kind's payload:
  *   REQUEST, INTERRUPT, DONE: nothing
  *   WORK:    u32 n, then n tasks: i64 index, u32 length, path bytes
  *   RESULTS: u32 n, then n results: i64 index, u8 ok, i32 rank,
  *            f64 decode_seconds, f64 infer_seconds, i64 file_size,
  *            i64 file_mtime_ns, u32 length + error bytes,
- *            u32 length + caption bytes, u32 n_ids, n_ids x i32
+ *            u32 length + caption bytes, u32 n_ids, n_ids x i32,
+ *            f64 mean_logprob, f64 min_token_prob (NaN when unknown),
+ *            u32 n_probs (0 or n_ids), n_probs x f32 token probabilities
  *   STOP:    u8 mode (SCHED_STOP_DRAIN or SCHED_STOP_NOW)
  *   FATAL:   u32 length + text bytes
  *
@@ -33,7 +35,7 @@
 
 #include "engine/err.h"
 
-#define SCHED_MAGIC 0x52434d31u /* "RCM1" */
+#define SCHED_MAGIC 0x52434d32u /* "RCM2" */
 
 /* Decoding refuses more items than this in one message. */
 #define SCHED_MAX_ITEMS 65536
@@ -68,6 +70,9 @@ typedef struct sched_result {
     char *caption;         // NULL unless ok
     int *ids;              // (n_ids) generated token ids without [CLS]/[SEP]; NULL if none
     int n_ids;
+    double mean_logprob;   // the caption's confidence (generate.h's gen_output); NAN when unknown
+    double min_token_prob; // NAN when unknown
+    float *token_probs;    // (n_ids) each token's probability, or NULL when not asked for
     double decode_seconds; // reading and preprocessing the image
     double infer_seconds;  // the image's share of the batch's model time
     int64_t file_size;     // bytes, -1 when unknown (the file could not be opened)

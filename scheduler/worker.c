@@ -2,6 +2,7 @@
  * preprocessed while the current one is computed. */
 #include "scheduler/worker.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@ struct sched_worker {
     float *memory;           // (batch, memory_tokens, embed_dim) encoder output
     int *ids;                // (batch, max_len) generated tokens
     int *lens;               // (batch)
+    float *token_probs;      // (batch, max_len) each token's probability, when decoding.token_scores
+    double *mean_logprob;    // (batch) each caption's confidence
+    double *min_token_prob;  // (batch)
     int *order;              // (batch) task index of each packed image
     sched_result *results;   // (batch) results of the batch being delivered
 };
@@ -83,6 +87,9 @@ void sched_worker_close(sched_worker *w)
     free(w->memory);
     free(w->ids);
     free(w->lens);
+    free(w->token_probs);
+    free(w->mean_logprob);
+    free(w->min_token_prob);
     free(w->order);
     free(w->results);
     free(w);
@@ -92,6 +99,8 @@ sched_worker *sched_worker_open(const sched_worker_options *options, rc_error *e
 {
     if (options->batch < 1)
         return rc_fail(err, "a worker needs a batch of at least 1 image"), NULL;
+    if (gen_decoding_check(&options->decoding, err) < 0)
+        return NULL;
     sched_worker *w = calloc(1, sizeof *w);
     if (!w)
         return rc_fail(err, "out of memory starting a worker"), NULL;
@@ -127,6 +136,10 @@ sched_worker *sched_worker_open(const sched_worker_options *options, rc_error *e
     failed |= !(w->memory = malloc(sizeof(float) * batch * (size_t)cfg_memory_tokens(cfg) * cfg->embed_dim));
     failed |= !(w->ids = malloc(sizeof(int) * batch * (size_t)cfg->max_len));
     failed |= !(w->lens = malloc(sizeof(int) * batch));
+    if (options->decoding.token_scores)
+        failed |= !(w->token_probs = malloc(sizeof(float) * batch * (size_t)cfg->max_len));
+    failed |= !(w->mean_logprob = malloc(sizeof(double) * batch));
+    failed |= !(w->min_token_prob = malloc(sizeof(double) * batch));
     failed |= !(w->order = malloc(sizeof(int) * batch));
     failed |= !(w->results = calloc(batch, sizeof *w->results));
     if (failed) {
@@ -190,6 +203,7 @@ static void stage_compute(sched_worker *w, stage *st)
         r->decode_seconds = st->decode_seconds[i];
         r->file_size = st->file_size[i];
         r->file_mtime_ns = st->file_mtime_ns[i];
+        r->mean_logprob = r->min_token_prob = NAN;
         if (!st->ok[i])
             fail_result(r, st->errors[i].msg);
     }
@@ -199,8 +213,13 @@ static void stage_compute(sched_worker *w, stage *st)
     rc_error err = {{0}};
     double t0 = now_seconds();
     const enc_outputs out = {.memory = w->memory};
+    const gen_output captions = {.ids = w->ids,
+                                 .lens = w->lens,
+                                 .token_probs = w->token_probs,
+                                 .mean_logprob = w->mean_logprob,
+                                 .min_token_prob = w->min_token_prob};
     int model_failed = enc_forward(&w->model, n_ok, st->pixels, &out, &err) < 0 ||
-                       gen_greedy(&w->model, n_ok, w->memory, NULL, w->ids, w->lens, &err) < 0;
+                       gen_decode(&w->model, n_ok, w->memory, &w->opt.decoding, NULL, &captions, &err) < 0;
     const double per_image = (now_seconds() - t0) / n_ok;
     for (int j = 0; j < n_ok; j++) {
         sched_result *r = &w->results[w->order[j]];
@@ -212,18 +231,26 @@ static void stage_compute(sched_worker *w, stage *st)
         const int *seq = w->ids + (size_t)j * max_len;
         rc_error decode_err = {{0}};
         char *text = tok_decode(w->vocab, seq, (size_t)w->lens[j], 1, NULL, &decode_err);
-        int *ids = malloc(sizeof(int) * (w->lens[j] ? (size_t)w->lens[j] : 1));
-        if (!text || !ids) {
+        const size_t n_ids = w->lens[j] ? (size_t)w->lens[j] : 1;
+        int *ids = malloc(sizeof(int) * n_ids);
+        float *probs = w->token_probs ? malloc(sizeof(float) * n_ids) : NULL;
+        if (!text || !ids || (w->token_probs && !probs)) {
             free(text);
             free(ids);
+            free(probs);
             fail_result(r, text ? "out of memory keeping a caption's token ids" : decode_err.msg);
             continue;
         }
         memcpy(ids, seq, sizeof(int) * (size_t)w->lens[j]);
+        if (probs)
+            memcpy(probs, w->token_probs + (size_t)j * max_len, sizeof(float) * (size_t)w->lens[j]);
         r->ok = 1;
         r->caption = text;
         r->ids = ids;
         r->n_ids = w->lens[j];
+        r->token_probs = probs;
+        r->mean_logprob = w->mean_logprob[j];
+        r->min_token_prob = w->min_token_prob[j];
     }
 }
 

@@ -10,7 +10,9 @@
  * a chunk that was not ready in time is preprocessed afterwards with all
  * OpenMP threads. Every result goes back through the feed.
  *
- * Captioning is the engine's batched greedy decoding: images that cannot be
+ * Captioning is the engine's batched decoding (gen_decode with the
+ * options' decoding: greedy by default, or beam search), each caption with
+ * its confidence (and token probabilities when asked): images that cannot be
  * decoded become per-image errors, the others are packed, encoded and
  * decoded together. Whether an image's caption can depend on the other
  * images of its batch (and so on the chunking and the number of ranks) is
@@ -28,6 +30,7 @@
 
 #include "engine/config.h"
 #include "engine/err.h"
+#include "engine/generate.h"
 #include "io/image.h"
 #include "scheduler/protocol.h"
 
@@ -41,6 +44,7 @@ typedef struct sched_worker_options {
     int batch;               // most images captioned together (>= 1)
     int rank;                // recorded in every result
     int prefetch;            // 1: preprocess the next chunk in a helper thread
+    gen_decoding decoding;   // how captions are decoded (generate.h)
 } sched_worker_options;
 
 /* Preprocessing options of the model configuration cfg: the card's

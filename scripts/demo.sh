@@ -22,17 +22,22 @@ echo "== writing a synthetic archive in ROCOv2's layout: $dir/archive/valid_capt
 ./radcap synth --out "$dir/archive" --count "$count" --seed 1 --force
 rm -f "$dir/results.db" "$dir/results.db-wal" "$dir/results.db-shm"
 
-run=(./radcap run --manifest "$dir/archive/valid_captions.csv" --db "$dir/results.db"
-     --checkpoint "$dir/model.bin" --vocab "$vocab" --batch 8)
+# the job file jobs/demo.json holds the run's settings; its paths come from
+# these two variables (absolute, as a job file's relative paths are its own
+# folder's)
+export RADCAP_DEMO_DIR RADCAP_VOCAB
+RADCAP_DEMO_DIR=$(realpath "$dir")
+RADCAP_VOCAB=$(realpath "$vocab")
+run=(./radcap run --job jobs/demo.json)
 if command -v mpirun >/dev/null 2>&1; then
   # rank 0 only hands out work, so 2 cores are used best by 2 captioning ranks
   # of 1 thread each, plus the (nearly idle) master
   launcher=(mpirun -np 3 --oversubscribe)
   [ "$(id -u)" -ne 0 ] || launcher+=(--allow-run-as-root)
-  echo "== ${launcher[*]} radcap run ... (random weights: the captions are word salad, the pipeline is real)"
+  echo "== ${launcher[*]} ${run[*]} (random weights: the captions are word salad, the pipeline is real)"
   "${launcher[@]}" "${run[@]}" --threads 1
 else
-  echo "== radcap run ... (random weights: the captions are word salad, the pipeline is real)"
+  echo "== ${run[*]} (random weights: the captions are word salad, the pipeline is real)"
   "${run[@]}"
 fi
 echo "== the first captions, from the database (radcap export):"

@@ -1,8 +1,11 @@
 /* Tests of gemm.h: every backend against references written here from the
  * definition (a double-precision sum, and for the engine's own backends the
- * exact fmaf chain gemm.h promises, element by element), on odd shapes;
- * determinism across batch composition, tiles, threads and backends; the
- * packed layout; backend selection. */
+ * exact fmaf chain gemm.h promises, element by element), on odd shapes, with
+ * float weights and with bfloat16 ones (the references then multiply the
+ * weights rounded by gemm_bf16_round, itself checked against hand-computed
+ * cases and an independent rounding in double); determinism across batch
+ * composition, tiles, threads and backends; the packed layouts; backend and
+ * precision selection. */
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -25,6 +28,18 @@
 static const char *const engine_backends[] = {"avx512", "avx2", "portable"};
 static const char *const all_backends[] = {"avx512", "avx2", "portable", "cblas"};
 enum { N_ENGINE = 3, N_ALL = 4 };
+static const gemm_precision precisions[] = {GEMM_FP32, GEMM_BF16};
+enum { N_PRECISIONS = 2 };
+
+/* W as a backend multiplies it: each value, or its bfloat16 rounding. */
+static float *multiplied_weights(const float *w, size_t n, gemm_precision precision)
+{
+    float *out = malloc(sizeof(float) * (n ? n : 1));
+    assert_non_null(out);
+    for (size_t i = 0; i < n; i++)
+        out[i] = precision == GEMM_BF16 ? gemm_bf16_to_float(gemm_bf16_round(w[i])) : w[i];
+    return out;
+}
 
 static float *random_floats(rng_state *r, size_t n, double scale)
 {
@@ -69,8 +84,8 @@ static void free_problem(problem *p)
     free(p->x), free(p->w), free(p->bias), free(p->res);
 }
 
-/* y = epilogue(x W^T + b) in double: the mathematical answer. */
-static double *reference_double(const problem *p)
+/* y = epilogue(x W^T + b) in double, W being w (n, k): the mathematical answer. */
+static double *reference_double(const problem *p, const float *w)
 {
     double *ref = malloc(sizeof(double) * ((size_t)p->m * p->n + 1));
     assert_non_null(ref);
@@ -78,7 +93,7 @@ static double *reference_double(const problem *p)
         for (int j = 0; j < p->n; j++) {
             double s = 0;
             for (int t = 0; t < p->k; t++)
-                s += (double)p->x[(size_t)i * p->ldx + t] * p->w[(size_t)j * p->k + t];
+                s += (double)p->x[(size_t)i * p->ldx + t] * w[(size_t)j * p->k + t];
             if (p->use_bias)
                 s += p->bias[j];
             if (p->use_res)
@@ -88,8 +103,9 @@ static double *reference_double(const problem *p)
     return ref;
 }
 
-/* The exact float computation gemm.h specifies for the engine's backends. */
-static float *reference_chain(const problem *p)
+/* The exact float computation gemm.h specifies for the engine's backends,
+ * W being w (n, k). */
+static float *reference_chain(const problem *p, const float *w)
 {
     float *ref = malloc(sizeof(float) * ((size_t)p->m * p->n + 1));
     assert_non_null(ref);
@@ -97,7 +113,7 @@ static float *reference_chain(const problem *p)
         for (int j = 0; j < p->n; j++) {
             float s = 0.0f;
             for (int t = 0; t < p->k; t++)
-                s = fmaf(p->x[(size_t)i * p->ldx + t], p->w[(size_t)j * p->k + t], s);
+                s = fmaf(p->x[(size_t)i * p->ldx + t], w[(size_t)j * p->k + t], s);
             if (p->use_bias)
                 s = s + p->bias[j];
             if (p->use_res)
@@ -143,10 +159,13 @@ static void check_result(const char *backend, const problem *p, const float *y, 
     }
 }
 
-/* Every backend, packed and unpacked weights, on shapes around the vector
- * width (16), the panel (32) and the AVX-512 block (64 columns), the
- * kernels' rows (6, 4), the K block (1024: K of 1025 and 2100 take 2 and 3
- * blocks) and the row tile (336); all 8 epilogue combinations in turn. */
+/* Every backend and precision, packed and unpacked weights, on shapes
+ * around the vector width (16), the panel (32) and the AVX-512 block (64
+ * columns), the kernels' rows (6, 4), the K block (1024: K of 1025 and 2100
+ * take 2 and 3 blocks) and the row tile (336); all 8 epilogue combinations
+ * in turn. The weights are normal draws, so rounding them to bfloat16
+ * changes nearly all of them: a bf16 product that multiplied the float
+ * weights would miss the chain. */
 static void test_backends_on_odd_shapes(void **state)
 {
     (void)state;
@@ -163,30 +182,37 @@ static void test_backends_on_odd_shapes(void **state)
                 if ((double)m * n * k > 3e6 && !(m == 1000 && n == 33 && k == 1000))
                     continue;
                 problem p = make_problem(&r, m, n, k, variant++);
-                double *ref = reference_double(&p);
-                float *chain = reference_chain(&p);
-                gemm_weights packed = {n, k, p.w, p.use_bias ? p.bias : NULL, NULL};
-                rc_error err = {{0}};
-                if (gemm_pack(&packed, &err) < 0)
-                    fail_msg("%s", err.msg);
-                const gemm_weights unpacked = {n, k, p.w, packed.bias, NULL};
-                for (int be = 0; be < N_ALL; be++) {
-                    if (!gemm_backend_supported(all_backends[be]))
-                        continue;
-                    use_backend(all_backends[be]);
-                    const int exact = be < N_ENGINE;
-                    for (int form = 0; form < 2; form++) {
-                        float *y = run_problem(&p, form ? &unpacked : &packed);
-                        check_result(all_backends[be], &p, y, ref, chain, exact);
-                        free(y);
+                for (int pr = 0; pr < N_PRECISIONS; pr++) {
+                    float *w = multiplied_weights(p.w, (size_t)n * k, precisions[pr]);
+                    double *ref = reference_double(&p, w);
+                    float *chain = reference_chain(&p, w);
+                    gemm_weights packed = {.n_out = n, .n_in = k, .w = p.w, .bias = p.use_bias ? p.bias : NULL,
+                                           .precision = precisions[pr]};
+                    rc_error err = {{0}};
+                    if (gemm_pack(&packed, &err) < 0)
+                        fail_msg("%s", err.msg);
+                    gemm_weights unpacked = packed;
+                    unpacked.packed = NULL, unpacked.packed_bf16 = NULL;
+                    for (int be = 0; be < N_ALL; be++) {
+                        if (!gemm_backend_supported(all_backends[be]))
+                            continue;
+                        use_backend(all_backends[be]);
+                        char label[64];
+                        snprintf(label, sizeof label, "%s %s", all_backends[be], gemm_precision_name(precisions[pr]));
+                        const int exact = be < N_ENGINE;
+                        for (int form = 0; form < 2; form++) {
+                            float *y = run_problem(&p, form ? &unpacked : &packed);
+                            check_result(label, &p, y, ref, chain, exact);
+                            free(y);
+                        }
                     }
+                    gemm_unpack(&packed);
+                    free(w), free(ref), free(chain);
                 }
-                gemm_unpack(&packed);
-                free(ref), free(chain);
                 free_problem(&p);
                 cases++;
             }
-    printf("  %d shapes x %d backends x packed/unpacked weights\n", cases, N_ALL);
+    printf("  %d shapes x %d backends x fp32/bf16 x packed/unpacked weights\n", cases, N_ALL);
     use_backend("auto");
 }
 
@@ -196,23 +222,25 @@ static void test_empty_k(void **state)
     (void)state;
     const float bias[3] = {1.5f, -2.0f, 0.25f}, res[2 * 3] = {1, 1, 1, -1, -1, -1};
     const float x[2] = {99, 99}; /* never read: K is 0 */
-    for (int be = 0; be < N_ALL; be++) {
-        if (!gemm_backend_supported(all_backends[be]))
-            continue;
-        use_backend(all_backends[be]);
-        gemm_weights gw = {3, 0, NULL, bias, NULL};
-        rc_error err = {{0}};
-        assert_int_equal(gemm_pack(&gw, &err), 0);
-        float y[2 * 3];
-        const gemm_epilogue ep = {res, 3, 1};
-        gemm_linear(&gw, 2, x, 1, y, 3, &ep);
-        /* row 0: relu(bias + 1) = 2.5, 0 (-1), 1.25; row 1: relu(bias - 1) = 0.5, 0, 0 */
-        const float want[6] = {2.5f, 0.0f, 1.25f, 0.5f, 0.0f, 0.0f};
-        for (int i = 0; i < 6; i++)
-            if (y[i] != want[i])
-                fail_msg("%s: y[%d] = %g, expected %g", all_backends[be], i, y[i], want[i]);
-        gemm_unpack(&gw);
-    }
+    for (int be = 0; be < N_ALL; be++)
+        for (int pr = 0; pr < N_PRECISIONS; pr++) {
+            if (!gemm_backend_supported(all_backends[be]))
+                continue;
+            use_backend(all_backends[be]);
+            gemm_weights gw = {.n_out = 3, .n_in = 0, .w = NULL, .bias = bias, .precision = precisions[pr]};
+            rc_error err = {{0}};
+            assert_int_equal(gemm_pack(&gw, &err), 0);
+            float y[2 * 3];
+            const gemm_epilogue ep = {res, 3, 1};
+            gemm_linear(&gw, 2, x, 1, y, 3, &ep);
+            /* row 0: relu(bias + 1) = 2.5, 0 (-1), 1.25; row 1: relu(bias - 1) = 0.5, 0, 0 */
+            const float want[6] = {2.5f, 0.0f, 1.25f, 0.5f, 0.0f, 0.0f};
+            for (int i = 0; i < 6; i++)
+                if (y[i] != want[i])
+                    fail_msg("%s %s: y[%d] = %g, expected %g", all_backends[be], gemm_precision_name(precisions[pr]),
+                             i, y[i], want[i]);
+            gemm_unpack(&gw);
+        }
     use_backend("auto");
 }
 
@@ -222,9 +250,9 @@ static void test_empty_products(void **state)
     (void)state;
     const float w[4] = {1, 2, 3, 4}, x[2] = {1, 1};
     float y[4] = {7, 7, 7, 7};
-    const gemm_weights gw = {2, 2, w, NULL, NULL};
+    const gemm_weights gw = {.n_out = 2, .n_in = 2, .w = w, .bias = NULL};
     gemm_linear(&gw, 0, x, 2, y, 2, NULL);
-    const gemm_weights none = {0, 2, w, NULL, NULL};
+    const gemm_weights none = {.n_out = 0, .n_in = 2, .w = w, .bias = NULL};
     gemm_linear(&none, 1, x, 2, y, 2, NULL);
     for (int i = 0; i < 4; i++)
         assert_true(y[i] == 7.0f);
@@ -236,31 +264,49 @@ static void test_residual_is_x(void **state)
     (void)state;
     /* x = [[1, 2], [3, 4]], W = [[1, 0], [1, 1]], bias = [0.5, -10]:
      * x W^T = [[1, 3], [3, 7]]; + bias = [[1.5, -7], [3.5, -3]];
-     * + x = [[2.5, -5], [6.5, 1]]; relu -> [[2.5, 0], [6.5, 1]] */
+     * + x = [[2.5, -5], [6.5, 1]]; relu -> [[2.5, 0], [6.5, 1]]
+     * (W is exact in bfloat16, so both precisions give this) */
     const float x[4] = {1, 2, 3, 4}, w[4] = {1, 0, 1, 1}, bias[2] = {0.5f, -10.0f};
     const float want[4] = {2.5f, 0.0f, 6.5f, 1.0f};
-    for (int be = 0; be < N_ALL; be++) {
-        if (!gemm_backend_supported(all_backends[be]))
-            continue;
-        use_backend(all_backends[be]);
-        gemm_weights gw = {2, 2, w, bias, NULL};
-        rc_error err = {{0}};
-        assert_int_equal(gemm_pack(&gw, &err), 0);
-        float y[4];
-        const gemm_epilogue ep = {x, 2, 1};
-        gemm_linear(&gw, 2, x, 2, y, 2, &ep);
-        for (int i = 0; i < 4; i++)
-            if (y[i] != want[i])
-                fail_msg("%s: y[%d] = %g, expected %g", all_backends[be], i, y[i], want[i]);
-        gemm_unpack(&gw);
-    }
+    for (int be = 0; be < N_ALL; be++)
+        for (int pr = 0; pr < N_PRECISIONS; pr++) {
+            if (!gemm_backend_supported(all_backends[be]))
+                continue;
+            use_backend(all_backends[be]);
+            gemm_weights gw = {.n_out = 2, .n_in = 2, .w = w, .bias = bias, .precision = precisions[pr]};
+            rc_error err = {{0}};
+            assert_int_equal(gemm_pack(&gw, &err), 0);
+            float y[4];
+            const gemm_epilogue ep = {x, 2, 1};
+            gemm_linear(&gw, 2, x, 2, y, 2, &ep);
+            for (int i = 0; i < 4; i++)
+                if (y[i] != want[i])
+                    fail_msg("%s %s: y[%d] = %g, expected %g", all_backends[be], gemm_precision_name(precisions[pr]),
+                             i, y[i], want[i]);
+            gemm_unpack(&gw);
+        }
     use_backend("auto");
+}
+
+/* Packs p's weights at `precision`, and the fmaf chain of the weights so
+ * rounded. */
+static gemm_weights packed_weights(const problem *p, gemm_precision precision, float **chain)
+{
+    gemm_weights gw = {.n_out = p->n, .n_in = p->k, .w = p->w, .bias = p->bias, .precision = precision};
+    rc_error err = {{0}};
+    if (gemm_pack(&gw, &err) < 0)
+        fail_msg("%s", err.msg);
+    float *w = multiplied_weights(p->w, (size_t)p->n * p->k, precision);
+    *chain = reference_chain(p, w);
+    free(w);
+    return gw;
 }
 
 /* A row's result is the same bits whatever rows surround it, where it falls
  * in the kernels' blocks and tiles, how many threads run, and which engine
- * backend computes it. Shapes as the model's: a decoder-like product (N
- * split over threads) and an encoder-like one (M and N split). */
+ * backend computes it, in both precisions. Shapes as the model's: a
+ * decoder-like product (N split over threads) and an encoder-like one (M
+ * and N split). */
 static void test_determinism(void **state)
 {
     (void)state;
@@ -272,33 +318,36 @@ static void test_determinism(void **state)
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         const int rows = shapes[s].rows, n = shapes[s].n, k = shapes[s].k;
         problem p = make_problem(&r, rows, n, k, 7); /* bias, residual and ReLU */
-        gemm_weights gw = {n, k, p.w, p.bias, NULL};
-        rc_error err = {{0}};
-        assert_int_equal(gemm_pack(&gw, &err), 0);
-        float *chain = reference_chain(&p);
         float *y = malloc(sizeof(float) * (size_t)rows * p.ldy);
         assert_non_null(y);
-        for (int be = 0; be < N_ENGINE; be++) {
-            if (!gemm_backend_supported(engine_backends[be]))
-                continue;
-            use_backend(engine_backends[be]);
-            for (int threads = 1; threads <= 3; threads++) {
-                omp_set_num_threads(threads);
-                for (size_t wi = 0; wi < sizeof windows / sizeof *windows; wi++) {
-                    const int first = windows[wi][0], m = windows[wi][1] < rows - first ? windows[wi][1] : rows - first;
-                    const gemm_epilogue ep = {p.res + (size_t)first * p.ld_res, p.ld_res, 1};
-                    gemm_linear(&gw, m, p.x + (size_t)first * p.ldx, p.ldx, y, p.ldy, &ep);
-                    for (int i = 0; i < m; i++)
-                        if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)(first + i) * n, sizeof(float) * n) != 0)
-                            fail_msg("%s, %d threads, rows %d..%d of (%d, %d, %d): row %d differs from the same row "
-                                     "computed alone",
-                                     engine_backends[be], threads, first, first + m, rows, n, k, first + i);
+        for (int pr = 0; pr < N_PRECISIONS; pr++) {
+            float *chain;
+            gemm_weights gw = packed_weights(&p, precisions[pr], &chain);
+            for (int be = 0; be < N_ENGINE; be++) {
+                if (!gemm_backend_supported(engine_backends[be]))
+                    continue;
+                use_backend(engine_backends[be]);
+                for (int threads = 1; threads <= 3; threads++) {
+                    omp_set_num_threads(threads);
+                    for (size_t wi = 0; wi < sizeof windows / sizeof *windows; wi++) {
+                        const int first = windows[wi][0];
+                        const int m = windows[wi][1] < rows - first ? windows[wi][1] : rows - first;
+                        const gemm_epilogue ep = {p.res + (size_t)first * p.ld_res, p.ld_res, 1};
+                        gemm_linear(&gw, m, p.x + (size_t)first * p.ldx, p.ldx, y, p.ldy, &ep);
+                        for (int i = 0; i < m; i++)
+                            if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)(first + i) * n, sizeof(float) * n))
+                                fail_msg("%s %s, %d threads, rows %d..%d of (%d, %d, %d): row %d differs from the "
+                                         "same row computed alone",
+                                         engine_backends[be], gemm_precision_name(precisions[pr]), threads, first,
+                                         first + m, rows, n, k, first + i);
+                    }
                 }
             }
+            omp_set_num_threads(saved_threads);
+            free(chain);
+            gemm_unpack(&gw);
         }
-        omp_set_num_threads(saved_threads);
-        free(y), free(chain);
-        gemm_unpack(&gw);
+        free(y);
         free_problem(&p);
     }
     use_backend("auto");
@@ -312,28 +361,31 @@ static void test_inside_parallel_region(void **state)
     rng_state r;
     rng_seed(&r, 13);
     problem p = make_problem(&r, 64, 200, 300, 7);
-    gemm_weights gw = {p.n, p.k, p.w, p.bias, NULL};
-    rc_error err = {{0}};
-    assert_int_equal(gemm_pack(&gw, &err), 0);
-    float *chain = reference_chain(&p);
     float *y = malloc(sizeof(float) * (size_t)p.m * p.ldy);
     assert_non_null(y);
-    for (int be = 0; be < N_ENGINE; be++) {
-        if (!gemm_backend_supported(engine_backends[be]))
-            continue;
-        use_backend(engine_backends[be]);
-        memset(y, 0, sizeof(float) * (size_t)p.m * p.ldy);
+    for (int pr = 0; pr < N_PRECISIONS; pr++) {
+        float *chain;
+        gemm_weights gw = packed_weights(&p, precisions[pr], &chain);
+        for (int be = 0; be < N_ENGINE; be++) {
+            if (!gemm_backend_supported(engine_backends[be]))
+                continue;
+            use_backend(engine_backends[be]);
+            memset(y, 0, sizeof(float) * (size_t)p.m * p.ldy);
 #pragma omp parallel for num_threads(4) schedule(static, 1)
-        for (int part = 0; part < 8; part++) { /* rows 8 part .. 8 part + 7 */
-            const gemm_epilogue ep = {p.res + (size_t)part * 8 * p.ld_res, p.ld_res, 1};
-            gemm_linear(&gw, 8, p.x + (size_t)part * 8 * p.ldx, p.ldx, y + (size_t)part * 8 * p.ldy, p.ldy, &ep);
+            for (int part = 0; part < 8; part++) { /* rows 8 part .. 8 part + 7 */
+                const gemm_epilogue ep = {p.res + (size_t)part * 8 * p.ld_res, p.ld_res, 1};
+                gemm_linear(&gw, 8, p.x + (size_t)part * 8 * p.ldx, p.ldx, y + (size_t)part * 8 * p.ldy, p.ldy,
+                            &ep);
+            }
+            for (int i = 0; i < p.m; i++)
+                if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)i * p.n, sizeof(float) * p.n) != 0)
+                    fail_msg("%s %s: row %d computed inside a parallel region differs", engine_backends[be],
+                             gemm_precision_name(precisions[pr]), i);
         }
-        for (int i = 0; i < p.m; i++)
-            if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)i * p.n, sizeof(float) * p.n) != 0)
-                fail_msg("%s: row %d computed inside a parallel region differs", engine_backends[be], i);
+        free(chain);
+        gemm_unpack(&gw);
     }
-    free(y), free(chain);
-    gemm_unpack(&gw);
+    free(y);
     free_problem(&p);
     use_backend("auto");
 }
@@ -347,7 +399,7 @@ static void test_packed_layout(void **state)
     for (int j = 0; j < n; j++)
         for (int t = 0; t < k; t++)
             w[j * k + t] = (float)(100 * j + t);
-    gemm_weights gw = {n, k, w, NULL, NULL};
+    gemm_weights gw = {.n_out = n, .n_in = k, .w = w, .bias = NULL};
     rc_error err = {{0}};
     assert_int_equal(gemm_pack(&gw, &err), 0);
     assert_non_null(gw.packed);
@@ -379,10 +431,207 @@ static void test_packed_layout(void **state)
     gemm_unpack(&gw);
     assert_null(gw.packed);
     gemm_unpack(&gw); /* harmless twice */
-    gemm_weights nothing = {2, 2, NULL, NULL, NULL};
+    gemm_weights nothing = {.n_out = 2, .n_in = 2, .w = NULL, .bias = NULL};
     assert_int_equal(gemm_pack(&nothing, &err), -1);
     assert_non_null(strstr(err.msg, "(2, 2)"));
     use_backend("auto");
+}
+
+static float float_of_bits(uint32_t bits)
+{
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+static uint32_t bits_of_float(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    return bits;
+}
+
+/* Rounding to bfloat16 on cases worked out by hand: a bfloat16 is the top
+ * half of a float, so rounding looks at the low half (0x8000 is exactly
+ * half a bfloat16 ulp). */
+static void test_bf16_rounding_cases(void **state)
+{
+    (void)state;
+    static const struct { uint32_t in; uint16_t out; const char *why; } cases[] = {
+        {0x00000000u, 0x0000, "+0"},
+        {0x80000000u, 0x8000, "-0 keeps its sign"},
+        {0x3F800000u, 0x3F80, "1.0 is exact"},
+        {0x40490FDBu, 0x4049, "pi 3.14159274: low half 0x0FDB < 0x8000, down to 3.140625"},
+        {0x3F807FFFu, 0x3F80, "just under half an ulp above 1: down"},
+        {0x3F808000u, 0x3F80, "tie between 0x3F80 (even) and 0x3F81: down to even"},
+        {0x3F808001u, 0x3F81, "just over half: up"},
+        {0x3F818000u, 0x3F82, "tie between 0x3F81 (odd) and 0x3F82: up to even"},
+        {0xBF808000u, 0xBF80, "negative tie: the magnitude rounds to even"},
+        {0xBF818000u, 0xBF82, "negative tie: the magnitude rounds to even, away from 0 here"},
+        {0x3FFF8000u, 0x4000, "tie at the top of [1, 2), 0x3FFF odd: carries into the exponent, 2.0"},
+        {0x7F800000u, 0x7F80, "+Inf"},
+        {0xFF800000u, 0xFF80, "-Inf"},
+        {0x7F7F7FFFu, 0x7F7F, "under the midpoint above the largest finite bfloat16: stays finite"},
+        {0x7F7F8000u, 0x7F80, "tie between the largest finite (0x7F7F, odd) and 2^128: Inf"},
+        {0x7F7FFFFFu, 0x7F80, "FLT_MAX lies past that midpoint: Inf"},
+        {0xFF7FFFFFu, 0xFF80, "-FLT_MAX: -Inf"},
+        {0x7FC00000u, 0x7FC0, "quiet NaN"},
+        {0xFFC00000u, 0xFFC0, "negative quiet NaN keeps its sign"},
+        {0x7F800001u, 0x7FC0, "NaN whose payload is all in the dropped half: stays NaN (quiet), not Inf"},
+        {0x7FA00000u, 0x7FE0, "signalling NaN: made quiet, payload's top bits kept"},
+        {0xFFFFFFFFu, 0xFFFF, "all-ones NaN"},
+        {0x00000001u, 0x0000, "smallest subnormal 2^-149, under half of the smallest bfloat16 2^-133: +0"},
+        {0x00008000u, 0x0000, "subnormal tie between 0 (even) and 2^-133: 0"},
+        {0x00008001u, 0x0001, "subnormal just over the tie: 2^-133"},
+        {0x00010000u, 0x0001, "2^-133 is exact"},
+        {0x00018000u, 0x0002, "subnormal tie between 0x0001 (odd) and 0x0002: up to even"},
+        {0x80018000u, 0x8002, "negative subnormal tie"},
+        {0x007FFFFFu, 0x0080, "largest subnormal rounds up to the smallest normal, 2^-126"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const uint16_t got = gemm_bf16_round(float_of_bits(cases[i].in));
+        if (got != cases[i].out)
+            fail_msg("bf16 rounding of 0x%08X (%s) gave 0x%04X, expected 0x%04X", (unsigned)cases[i].in,
+                     cases[i].why, (unsigned)got, (unsigned)cases[i].out);
+    }
+    /* widening is exact: the bits go to the top half */
+    assert_true(gemm_bf16_to_float(0x3F80) == 1.0f);
+    assert_true(gemm_bf16_to_float(0x4049) == 3.140625f);
+    assert_true(gemm_bf16_to_float(0xC000) == -2.0f);
+    assert_true(gemm_bf16_to_float(0x0001) == ldexpf(1.0f, -133));
+    assert_true(gemm_bf16_to_float(0x7F80) == INFINITY);
+    assert_true(gemm_bf16_to_float(0xFF80) == -INFINITY);
+    assert_true(isnan(gemm_bf16_to_float(0x7FC0)));
+    assert_int_equal(bits_of_float(gemm_bf16_to_float(0x8000)), 0x80000000u);
+}
+
+/* Round to nearest, ties to even, decided in double: the two bfloat16
+ * around x (in magnitude: x's top half, and the next one up, which past the
+ * largest finite value stands for 2^128 and rounds to Inf) and the exact
+ * distances to them. Subtracting two floats this close is exact in double. */
+static uint16_t bf16_nearest_in_double(uint32_t bits)
+{
+    const uint16_t down = (uint16_t)(bits >> 16), up = (uint16_t)(down + 1);
+    const double x = float_of_bits(bits), below = gemm_bf16_to_float(down);
+    const double above = (down & 0x7FFF) == 0x7F7F ? copysign(ldexp(1.0, 128), x) : gemm_bf16_to_float(up);
+    const double to_below = fabs(x - below), to_above = fabs(above - x);
+    if (to_below != to_above)
+        return to_below < to_above ? down : up;
+    return (down & 1) ? up : down;
+}
+
+/* Every top half with the low halves next to a tie, and a million random
+ * floats, against the rounding decided in double. */
+static void test_bf16_rounding_against_double(void **state)
+{
+    (void)state;
+    static const uint32_t lows[] = {0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF};
+    rng_state r;
+    rng_seed(&r, 14);
+    long checked = 0;
+    for (uint32_t i = 0; i < (1u << 16) * 6 + 1000000; i++) {
+        const uint32_t bits = i < (1u << 16) * 6 ? (i / 6) << 16 | lows[i % 6] : (uint32_t)rng_next(&r);
+        if ((bits & 0x7F800000u) == 0x7F800000u) /* Inf and NaN: the hand-computed cases */
+            continue;
+        const uint16_t got = gemm_bf16_round(float_of_bits(bits)), want = bf16_nearest_in_double(bits);
+        if (got != want)
+            fail_msg("bf16 rounding of 0x%08X gave 0x%04X, the nearest (ties to even) is 0x%04X", (unsigned)bits,
+                     (unsigned)got, (unsigned)want);
+        checked++;
+    }
+    printf("  %ld floats round as decided in double\n", checked);
+}
+
+/* bf16 panels: word c of panel p's row k holds W[p*32 + c, k] rounded in
+ * its low half and W[p*32 + 16 + c, k] in its high half, zeros past n_out;
+ * products read nothing else (the float weights may go); packing in the
+ * other precision replaces the copy. */
+static void test_bf16_packed_layout(void **state)
+{
+    (void)state;
+    const int n = 40, k = 3;
+    float w[40 * 3];
+    for (int j = 0; j < n; j++)
+        for (int t = 0; t < k; t++)
+            w[j * k + t] = (float)(4 * j + t); /* integers below 256: exact in bfloat16 */
+    w[5 * k + 1] = float_of_bits(0x3F818000u); /* a tie: packed as 0x3F82 = 1.015625 */
+    gemm_weights gw = {.n_out = n, .n_in = k, .w = w, .precision = GEMM_BF16};
+    rc_error err = {{0}};
+    assert_int_equal(gemm_pack(&gw, &err), 0);
+    assert_null(gw.packed);
+    assert_non_null(gw.packed_bf16);
+    assert_int_equal((uintptr_t)gw.packed_bf16 % 64, 0);
+    for (int p = 0; p < 2; p++)
+        for (int t = 0; t < k; t++)
+            for (int c = 0; c < GEMM_PANEL / 2; c++) {
+                uint32_t word;
+                memcpy(&word, gw.packed_bf16 + ((size_t)p * k + t) * GEMM_PANEL + 2 * c, sizeof word);
+                const int lo = p * GEMM_PANEL + c, hi = lo + GEMM_PANEL / 2;
+                const uint32_t want = (uint32_t)(lo < n ? gemm_bf16_round(w[lo * k + t]) : 0) |
+                                      (uint32_t)(hi < n ? gemm_bf16_round(w[hi * k + t]) : 0) << 16;
+                if (word != want)
+                    fail_msg("panel %d row %d word %d is 0x%08X, expected 0x%08X", p, t, c, (unsigned)word,
+                             (unsigned)want);
+            }
+    uint32_t tie_word;
+    memcpy(&tie_word, gw.packed_bf16 + 1 * GEMM_PANEL + 2 * 5, sizeof tie_word);
+    assert_int_equal(tie_word & 0xFFFF, 0x3F82);
+    /* from the panels alone, x = [1, 1, 1]: y[j] = 12 j + 3, but y[5] = 20 + 1.015625 + 22 */
+    gw.w = NULL;
+    const float x[3] = {1, 1, 1};
+    for (int be = 0; be < N_ALL; be++) {
+        if (!gemm_backend_supported(all_backends[be]))
+            continue;
+        use_backend(all_backends[be]);
+        float y[40];
+        gemm_linear(&gw, 1, x, 3, y, 40, NULL);
+        for (int j = 0; j < n; j++) {
+            const float want = j == 5 ? 43.015625f : (float)(12 * j + 3);
+            if (y[j] != want)
+                fail_msg("%s from bf16 panels only: y[%d] = %g, expected %g", all_backends[be], j, y[j], want);
+        }
+    }
+    use_backend("auto");
+    /* no float values left: cannot pack in fp32 */
+    gw.precision = GEMM_FP32;
+    assert_int_equal(gemm_pack(&gw, &err), -1);
+    assert_non_null(gw.packed_bf16);
+    /* with them, the fp32 copy replaces the bf16 one */
+    gw.w = w;
+    assert_int_equal(gemm_pack(&gw, &err), 0);
+    assert_non_null(gw.packed);
+    assert_null(gw.packed_bf16);
+    assert_true(gw.packed[1 * GEMM_PANEL + 5] == float_of_bits(0x3F818000u));
+    gemm_unpack(&gw);
+    gw.precision = (gemm_precision)7;
+    assert_int_equal(gemm_pack(&gw, &err), -1);
+    assert_non_null(strstr(err.msg, "precision 7"));
+    assert_null(gw.packed);
+    assert_null(gw.packed_bf16);
+}
+
+static void test_precision_names(void **state)
+{
+    (void)state;
+    gemm_precision p = GEMM_BF16;
+    rc_error err = {{0}};
+    assert_int_equal(gemm_precision_parse("fp32", &p, &err), 0);
+    assert_int_equal(p, GEMM_FP32);
+    assert_int_equal(gemm_precision_parse("bf16", &p, &err), 0);
+    assert_int_equal(p, GEMM_BF16);
+    static const char *const bad[] = {"fp16", "BF16", "", "bf16 ", "float32"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        p = GEMM_BF16;
+        assert_int_equal(gemm_precision_parse(bad[i], &p, &err), -1);
+        assert_int_equal(p, GEMM_BF16); /* untouched */
+        char quoted[32];
+        snprintf(quoted, sizeof quoted, "'%s'", bad[i]);
+        assert_non_null(strstr(err.msg, quoted));
+        assert_non_null(strstr(err.msg, "fp32 or bf16"));
+    }
+    assert_string_equal(gemm_precision_name(GEMM_FP32), "fp32");
+    assert_string_equal(gemm_precision_name(GEMM_BF16), "bf16");
+    assert_string_equal(gemm_precision_name((gemm_precision)9), "?");
 }
 
 static void test_backend_selection(void **state)
@@ -443,6 +692,8 @@ int main(void)
         cmocka_unit_test(test_empty_products),     cmocka_unit_test(test_empty_k),
         cmocka_unit_test(test_residual_is_x),      cmocka_unit_test(test_backends_on_odd_shapes),
         cmocka_unit_test(test_determinism),        cmocka_unit_test(test_inside_parallel_region),
+        cmocka_unit_test(test_bf16_rounding_cases), cmocka_unit_test(test_bf16_rounding_against_double),
+        cmocka_unit_test(test_bf16_packed_layout), cmocka_unit_test(test_precision_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

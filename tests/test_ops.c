@@ -58,7 +58,7 @@ static void test_gemm_shapes(void **state)
                         s += res[i * n + j];
                         ref[i * n + j] = relu && s < 0 ? 0 : s;
                     }
-                const gemm_weights gw = {n, k, w, bias, NULL};
+                const gemm_weights gw = {.n_out = n, .n_in = k, .w = w, .bias = bias};
                 const gemm_epilogue ep = {res, n, relu};
                 gemm_linear(&gw, m, x, ldx, y, ldy, &ep);
                 for (int i = 0; i < m; i++)
@@ -73,7 +73,7 @@ static void test_gemm_plain(void **state)
     (void)state;
     const float x[2 * 3] = {1, 2, 3, 4, 5, 6}, w[2 * 3] = {1, 0, -1, 0.5f, 0.5f, 0.5f};
     float y[4];
-    const gemm_weights gw = {2, 3, w, NULL, NULL};
+    const gemm_weights gw = {.n_out = 2, .n_in = 3, .w = w, .bias = NULL};
     gemm_linear(&gw, 2, x, 3, y, 2, NULL);
     /* row 0: 1-3 = -2, (1+2+3)/2 = 3; row 1: 4-6 = -2, 15/2 = 7.5 */
     const double want[4] = {-2, 3, -2, 7.5};
@@ -112,7 +112,7 @@ static void test_conv_im2col(void **state)
                     ref[(oy * ow + ox) * cout + o] = acc;
                 }
         ops_im2col(x, h, w, cin, k, s, p, cols);
-        const gemm_weights gw = {cout, k * k * cin, wt, bias, NULL};
+        const gemm_weights gw = {.n_out = cout, .n_in = k * k * cin, .w = wt, .bias = bias};
         gemm_linear(&gw, oh * ow, cols, k * k * cin, y, cout, NULL);
         expect_close(y, ref, (size_t)oh * ow * cout, 1e-5);
         free(x), free(wt), free(bias), free(cols), free(y), free(ref);
@@ -179,36 +179,42 @@ static void test_roll_mean(void **state)
     expect_close(y1, want1, 2, 1e-6);
 }
 
+/* Against the definition in double. Head sizes below and above the kernel's
+ * 16-float blocks (5; 40 = two blocks and a tail of 8), keys in padded rows. */
 static void test_attention(void **state)
 {
     (void)state;
     rng_state r;
     rng_seed(&r, 4);
-    const int heads = 3, hd = 5, dim = heads * hd, n_keys = 11, ld = 2 * dim + 1;
-    float *q = random_floats(&r, dim, 1.0), *kv = random_floats(&r, (size_t)n_keys * ld, 1.0);
-    float out[15], scores[11];
-    double ref[15];
-    for (int h = 0; h < heads; h++) {
-        double s[11], mx = -INFINITY, total = 0;
-        for (int t = 0; t < n_keys; t++) {
-            s[t] = 0;
-            for (int i = 0; i < hd; i++)
-                s[t] += (double)q[h * hd + i] * kv[t * ld + h * hd + i];
-            s[t] /= sqrt(hd);
-            mx = s[t] > mx ? s[t] : mx;
-        }
-        for (int t = 0; t < n_keys; t++)
-            total += exp(s[t] - mx);
-        for (int i = 0; i < hd; i++) {
-            double acc = 0;
+    static const int cases[][3] = {{3, 5, 11}, {2, 40, 9}, {8, 64, 49}}; /* heads, head_dim, keys */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int heads = cases[c][0], hd = cases[c][1], n_keys = cases[c][2];
+        const int dim = heads * hd, ld = 2 * dim + 1;
+        float *q = random_floats(&r, dim, 1.0), *kv = random_floats(&r, (size_t)n_keys * ld, 1.0);
+        float *out = malloc(sizeof(float) * dim), *scores = malloc(sizeof(float) * heads * n_keys);
+        double *ref = malloc(sizeof(double) * dim), *s = malloc(sizeof(double) * n_keys);
+        for (int h = 0; h < heads; h++) {
+            double mx = -INFINITY, total = 0;
+            for (int t = 0; t < n_keys; t++) {
+                s[t] = 0;
+                for (int i = 0; i < hd; i++)
+                    s[t] += (double)q[h * hd + i] * kv[t * ld + h * hd + i];
+                s[t] /= sqrt(hd);
+                mx = s[t] > mx ? s[t] : mx;
+            }
             for (int t = 0; t < n_keys; t++)
-                acc += exp(s[t] - mx) / total * kv[t * ld + dim + h * hd + i];
-            ref[h * hd + i] = acc;
+                total += exp(s[t] - mx);
+            for (int i = 0; i < hd; i++) {
+                double acc = 0;
+                for (int t = 0; t < n_keys; t++)
+                    acc += exp(s[t] - mx) / total * kv[t * ld + dim + h * hd + i];
+                ref[h * hd + i] = acc;
+            }
         }
+        ops_attention(q, kv, n_keys, ld, dim, heads, hd, out, scores);
+        expect_close(out, ref, dim, 1e-5);
+        free(q), free(kv), free(out), free(scores), free(ref), free(s);
     }
-    ops_attention(q, kv, n_keys, ld, dim, heads, hd, out, scores);
-    expect_close(out, ref, dim, 1e-5);
-    free(q), free(kv);
 }
 
 static void test_argmax_and_clamp(void **state)
@@ -217,6 +223,26 @@ static void test_argmax_and_clamp(void **state)
     const float x[6] = {0.5f, 3.0f, -1.0f, 3.0f, 2.0f, 3.0f};
     assert_int_equal(ops_argmax(x, 6), 1); /* first of the tied maxima, as torch.argmax */
     assert_int_equal(ops_argmax(x, 1), 0);
+    /* long rows (the lanes' path) against the definition: the first index
+     * whose value is strictly larger than every earlier one's, NaN never */
+    rng_state r;
+    rng_seed(&r, 6);
+    float *row = random_floats(&r, 1000, 1.0);
+    for (int trial = 0; trial < 6; trial++) {
+        const int n = trial == 0 ? 1000 : 17 + 97 * trial;
+        if (trial == 2)
+            row[5] = row[700] = 9.0f; /* a tie across lanes */
+        if (trial == 3)
+            row[3] = NAN, row[40] = 50.0f, row[41] = NAN; /* NaN never wins */
+        if (trial == 4)
+            row[0] = NAN; /* ...nor loses when first */
+        int best = 0;
+        for (int i = 1; i < n; i++)
+            if (row[i] > row[best])
+                best = i;
+        assert_int_equal(ops_argmax(row, n), best);
+    }
+    free(row);
     float c[5] = {-2.5f, -1.0f, 0.25f, 1.0f, 7.0f};
     ops_clamp(c, 5, -1.0f, 1.0f);
     const double want[5] = {-1, -1, 0.25, 1, 1};

@@ -36,8 +36,8 @@ static void assert_decode_fails(const unsigned char *bytes, size_t len, const ch
     sched_msg_free(&msg);
 }
 
-/* The magic 0x52434d31 little-endian is 31 4d 43 52 ("1MCR"). */
-#define MAGIC 0x31, 0x4d, 0x43, 0x52
+/* The magic 0x52434d32 little-endian is 32 4d 43 52 ("2MCR"). */
+#define MAGIC 0x32, 0x4d, 0x43, 0x52
 
 static void test_layout_by_hand(void **state)
 {
@@ -57,10 +57,15 @@ static void test_layout_by_hand(void **state)
     assert_encodes_to(&(sched_msg){.kind = SCHED_MSG_FATAL, .text = "x"}, fatal, sizeof fatal);
     /* RESULTS (kind 3) of one ok result: index 5, rank 2, decode 0.5 s
      * (0x3fe0000000000000), infer 2.0 s (0x4000000000000000), size 300
-     * (0x012c), mtime -1 (all ff), no error, caption "hi", ids {7, -1} */
+     * (0x012c), mtime -1 (all ff), no error, caption "hi", ids {7, -1},
+     * mean log-probability -0.5 (0xbfe0000000000000), minimum probability
+     * 0.25 (0x3fd0000000000000), token probabilities {0.5f (0x3f000000),
+     * 1.0f (0x3f800000)} */
     int ids[2] = {7, -1};
+    float probs[2] = {0.5f, 1.0f};
     sched_result r = {.index = 5, .ok = 1, .caption = "hi", .ids = ids, .n_ids = 2, .decode_seconds = 0.5,
-                      .infer_seconds = 2.0, .file_size = 300, .file_mtime_ns = -1, .rank = 2};
+                      .infer_seconds = 2.0, .file_size = 300, .file_mtime_ns = -1, .rank = 2,
+                      .mean_logprob = -0.5, .min_token_prob = 0.25, .token_probs = probs};
     const unsigned char results[] = {
         MAGIC, 3, 1, 0, 0, 0,                                 /* header, 1 result */
         5, 0, 0, 0, 0, 0, 0, 0,                               /* index */
@@ -73,6 +78,9 @@ static void test_layout_by_hand(void **state)
         0, 0, 0, 0,                                           /* no error */
         2, 0, 0, 0, 'h', 'i',                                 /* caption */
         2, 0, 0, 0, 7, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,       /* ids */
+        0, 0, 0, 0, 0, 0, 0xe0, 0xbf,                         /* -0.5 */
+        0, 0, 0, 0, 0, 0, 0xd0, 0x3f,                         /* 0.25 */
+        2, 0, 0, 0, 0, 0, 0, 0x3f, 0, 0, 0x80, 0x3f,          /* probabilities */
     };
     assert_encodes_to(&(sched_msg){.kind = SCHED_MSG_RESULTS, .results = &r, .n_results = 1}, results,
                       sizeof results);
@@ -94,7 +102,22 @@ static void test_layout_by_hand(void **state)
     assert_int_equal(d->n_ids, 2);
     assert_int_equal(d->ids[0], 7);
     assert_int_equal(d->ids[1], -1);
+    assert_true(d->mean_logprob == -0.5 && d->min_token_prob == 0.25);
+    assert_non_null(d->token_probs);
+    assert_true(d->token_probs[0] == 0.5f && d->token_probs[1] == 1.0f);
     sched_msg_free(&msg);
+    /* a probability count other than 0 or n_ids is refused */
+    unsigned char wrong[sizeof results];
+    memcpy(wrong, results, sizeof results);
+    wrong[sizeof results - 12] = 1;
+    assert_decode_fails(wrong, sizeof results - 4, "2 tokens");
+    /* without token probabilities: count 0 */
+    r.token_probs = NULL;
+    unsigned char without[sizeof results - 8];
+    memcpy(without, results, sizeof without);
+    without[sizeof without - 4] = 0;
+    assert_encodes_to(&(sched_msg){.kind = SCHED_MSG_RESULTS, .results = &r, .n_results = 1}, without,
+                      sizeof without);
 }
 
 /* Encodes, decodes, and encodes again: the bytes are identical. */
@@ -140,11 +163,15 @@ static void test_roundtrips(void **state)
 
     /* results: ok with an empty caption, failed, NaN timings */
     int ids[3] = {101, 2047, 0};
+    float probs[3] = {0.125f, 1e-30f, 0.999f};
     sched_result r[3] = {
-        {.index = 1, .ok = 1, .caption = "", .ids = NULL, .n_ids = 0, .file_size = -1, .file_mtime_ns = -1},
-        {.index = 2, .ok = 0, .error = "a.jpg: not an image", .decode_seconds = NAN, .infer_seconds = 0, .rank = 3},
+        {.index = 1, .ok = 1, .caption = "", .ids = NULL, .n_ids = 0, .file_size = -1, .file_mtime_ns = -1,
+         .mean_logprob = NAN, .min_token_prob = NAN},
+        {.index = 2, .ok = 0, .error = "a.jpg: not an image", .decode_seconds = NAN, .infer_seconds = 0, .rank = 3,
+         .mean_logprob = NAN, .min_token_prob = NAN},
         {.index = 3, .ok = 1, .caption = "chest x-ray", .ids = ids, .n_ids = 3, .decode_seconds = 1e-3,
-         .infer_seconds = 0.25, .file_size = INT64_MAX, .file_mtime_ns = 1700000000123456789LL, .rank = 1},
+         .infer_seconds = 0.25, .file_size = INT64_MAX, .file_mtime_ns = 1700000000123456789LL, .rank = 1,
+         .mean_logprob = -1.25, .min_token_prob = 1e-30, .token_probs = probs},
     };
     roundtrip(&(sched_msg){.kind = SCHED_MSG_RESULTS, .results = r, .n_results = 3}, &d);
     assert_int_equal(d.n_results, 3);
@@ -157,6 +184,10 @@ static void test_roundtrips(void **state)
     assert_int_equal(d.results[1].rank, 3);
     assert_int_equal(d.results[2].file_mtime_ns, 1700000000123456789LL);
     assert_memory_equal(d.results[2].ids, ids, sizeof ids);
+    assert_true(isnan(d.results[0].mean_logprob) && isnan(d.results[0].min_token_prob));
+    assert_null(d.results[0].token_probs);
+    assert_true(d.results[2].mean_logprob == -1.25 && d.results[2].min_token_prob == 1e-30);
+    assert_memory_equal(d.results[2].token_probs, probs, sizeof probs);
     sched_msg_free(&d);
 
     for (int kind = SCHED_MSG_REQUEST; kind < SCHED_MSG_N_KINDS; kind++) {
@@ -200,6 +231,8 @@ static void test_malformed(void **state)
         1, 0, 0, 0, 'e',                                /* error "e" */
         0, 0, 0, 0,                                     /* caption "" */
         0, 0, 0, 0,                                     /* no ids */
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* confidence */
+        0, 0, 0, 0,                                     /* no probabilities */
     };
     assert_decode_fails(result, sizeof result, "status byte");
     result[17] = 1; /* magic 4 + kind 1 + count 4 + index 8 */

@@ -182,11 +182,12 @@ static void test_schema_created(void **state)
                "SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name)",
                "corpus_scores item_scores items reference_captions runs schema_history");
     assert_sql(f->db, "SELECT group_concat(version || ':' || (applied_at LIKE '20__-__-__T__:__:__.___Z'), ' ') "
-                      "FROM schema_history", "1:1");
+                      "FROM schema_history", "1:1 2:1");
+    assert_sql(f->db, "SELECT group_concat(name, ' ') FROM sqlite_schema WHERE type = 'view'", "latest_items");
     /* Opening again applies nothing twice. */
     s = open_store(f->db);
     close_store(s);
-    assert_sql(f->db, "SELECT count(*) FROM schema_history", "1");
+    assert_sql(f->db, "SELECT count(*) FROM schema_history", expected);
 }
 
 static const store_migration synthetic_steps[] = {

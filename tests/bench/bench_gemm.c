@@ -3,7 +3,9 @@
  * test: it checks nothing, it prints (and with --json writes) numbers.
  *
  * For each shape (m, n, k) the weights are random and packed once, as the
- * model packs them at load; every product gets bias and a ReLU (the encoder's
+ * model packs them at load, in each precision asked for (fp32, and bf16:
+ * weights rounded to bfloat16, half the bytes to stream, widened to float
+ * in registers); every product gets bias and a ReLU (the encoder's
  * epilogue). Products are repeated for --seconds; the figure is GFLOP/s
  * (2 m n k per product) of the fastest one, timed alone or, when one takes
  * under a millisecond, in groups: on a shared machine (this one often is)
@@ -13,7 +15,8 @@
  * timed the same way: it is what "% of peak" divides by.
  *
  * usage: bench_gemm [--backends avx512,avx2,portable,cblas] [--threads 1,2]
- *                   [--shape M,N,K]... [--seconds S] [--json FILE]
+ *                   [--precisions fp32,bf16] [--shape M,N,K]... [--seconds S]
+ *                   [--json FILE]
  */
 #include <immintrin.h>
 #include <omp.h>
@@ -149,6 +152,7 @@ static speed time_product(const gemm_weights *w, int m, const float *x, float *y
 int main(int argc, char **argv)
 {
     char backends_text[256] = "avx512,avx2,portable,cblas", threads_text[64] = "1,2";
+    char precisions_text[64] = "fp32,bf16";
     shape shapes[MAX_SHAPES];
     int n_shapes = 0;
     double seconds = 1.0;
@@ -159,6 +163,8 @@ int main(int argc, char **argv)
             snprintf(backends_text, sizeof backends_text, "%s", val), i++;
         else if (strcmp(arg, "--threads") == 0 && val)
             snprintf(threads_text, sizeof threads_text, "%s", val), i++;
+        else if (strcmp(arg, "--precisions") == 0 && val)
+            snprintf(precisions_text, sizeof precisions_text, "%s", val), i++;
         else if (strcmp(arg, "--seconds") == 0 && val)
             seconds = atof(val), i++;
         else if (strcmp(arg, "--json") == 0 && val)
@@ -172,8 +178,8 @@ int main(int argc, char **argv)
             shapes[n_shapes++] = s;
             i++;
         } else {
-            fprintf(stderr, "usage: bench_gemm [--backends LIST] [--threads LIST] [--shape M,N,K]... "
-                            "[--seconds S] [--json FILE]\n");
+            fprintf(stderr, "usage: bench_gemm [--backends LIST] [--threads LIST] [--precisions LIST] "
+                            "[--shape M,N,K]... [--seconds S] [--json FILE]\n");
             return 2;
         }
     }
@@ -181,9 +187,18 @@ int main(int argc, char **argv)
         n_shapes = (int)(sizeof default_shapes / sizeof default_shapes[0]);
         memcpy(shapes, default_shapes, sizeof default_shapes);
     }
-    char *backends[MAX_LIST], *thread_items[MAX_LIST];
+    char *backends[MAX_LIST], *thread_items[MAX_LIST], *precision_items[MAX_LIST];
     const int n_backends = parse_list(backends_text, backends, MAX_LIST);
     const int n_threads = parse_list(threads_text, thread_items, MAX_LIST);
+    const int n_precisions = parse_list(precisions_text, precision_items, MAX_LIST);
+    gemm_precision precisions[MAX_LIST];
+    for (int p = 0; p < n_precisions; p++) {
+        rc_error err = {{0}};
+        if (gemm_precision_parse(precision_items[p], &precisions[p], &err) < 0) {
+            fprintf(stderr, "bench_gemm: %s\n", err.msg);
+            return 2;
+        }
+    }
     gemm_init();
 
     const int avx512 = gemm_backend_supported("avx512");
@@ -194,8 +209,8 @@ int main(int argc, char **argv)
         peaks[t] = fma_peak(atoi(thread_items[t]), avx512);
         printf(" %.1f GFLOP/s on %s thread(s);", peaks[t], thread_items[t]);
     }
-    printf("\n\n%-20s %-34s %-9s %7s %8s %6s %8s %6s\n", "shape (m, n, k)", "", "backend", "threads", "GFLOP/s",
-           "%peak", "cpu-time", "%peak");
+    printf("\n\n%-20s %-34s %-9s %-4s %7s %8s %6s %8s %6s\n", "shape (m, n, k)", "", "backend", "prec", "threads",
+           "GFLOP/s", "%peak", "cpu-time", "%peak");
     FILE *json = json_path ? fopen(json_path, "w") : NULL;
     if (json_path && !json) {
         fprintf(stderr, "bench_gemm: cannot write %s\n", json_path);
@@ -220,37 +235,41 @@ int main(int argc, char **argv)
             bias[i] = (float)(0.1 * rng_normal(&rng));
         for (size_t i = 0; i < (size_t)sh->m * sh->k; i++)
             x[i] = (float)rng_normal(&rng);
-        gemm_weights gw = {sh->n, sh->k, w, bias, NULL};
-        rc_error err = {{0}};
-        if (gemm_pack(&gw, &err) < 0) {
-            fprintf(stderr, "bench_gemm: %s\n", err.msg);
-            return 1;
-        }
         char label[64];
         snprintf(label, sizeof label, "(%d, %d, %d)", sh->m, sh->n, sh->k);
         for (int b = 0; b < n_backends; b++) {
+            rc_error err = {{0}};
             if (gemm_set_backend(backends[b], &err) < 0) {
                 printf("%-20s %-34s %-9s skipped: %s\n", label, sh->what, backends[b], err.msg);
                 continue;
             }
-            for (int t = 0; t < n_threads; t++) {
-                const int threads = atoi(thread_items[t]);
-                omp_set_num_threads(threads);
-                const speed sp = time_product(&gw, sh->m, x, y, seconds, threads);
-                printf("%-20s %-34s %-9s %7d %8.1f %5.0f%% %8.1f %5.0f%%\n", label, sh->what, backends[b], threads,
-                       sp.wall_gflops, 100 * sp.wall_gflops / peaks[t], sp.cpu_gflops,
-                       100 * sp.cpu_gflops / peaks[t]);
-                fflush(stdout);
-                if (json)
-                    fprintf(json,
-                            "%s  {\"m\": %d, \"n\": %d, \"k\": %d, \"backend\": \"%s\", \"threads\": %d, "
-                            "\"gflops\": %.2f, \"cpu_time_gflops\": %.2f, \"peak_gflops\": %.2f}",
-                            first_record ? "" : ",\n", sh->m, sh->n, sh->k, backends[b], threads, sp.wall_gflops,
-                            sp.cpu_gflops, peaks[t]);
-                first_record = 0;
+            for (int p = 0; p < n_precisions; p++) {
+                gemm_weights gw = {.n_out = sh->n, .n_in = sh->k, .w = w, .bias = bias, .precision = precisions[p]};
+                if (gemm_pack(&gw, &err) < 0) {
+                    fprintf(stderr, "bench_gemm: %s\n", err.msg);
+                    return 1;
+                }
+                const char *precision = gemm_precision_name(precisions[p]);
+                for (int t = 0; t < n_threads; t++) {
+                    const int threads = atoi(thread_items[t]);
+                    omp_set_num_threads(threads);
+                    const speed sp = time_product(&gw, sh->m, x, y, seconds, threads);
+                    printf("%-20s %-34s %-9s %-4s %7d %8.1f %5.0f%% %8.1f %5.0f%%\n", label, sh->what, backends[b],
+                           precision, threads, sp.wall_gflops, 100 * sp.wall_gflops / peaks[t], sp.cpu_gflops,
+                           100 * sp.cpu_gflops / peaks[t]);
+                    fflush(stdout);
+                    if (json)
+                        fprintf(json,
+                                "%s  {\"m\": %d, \"n\": %d, \"k\": %d, \"backend\": \"%s\", \"precision\": "
+                                "\"%s\", \"threads\": %d, \"gflops\": %.2f, \"cpu_time_gflops\": %.2f, "
+                                "\"peak_gflops\": %.2f}",
+                                first_record ? "" : ",\n", sh->m, sh->n, sh->k, backends[b], precision, threads,
+                                sp.wall_gflops, sp.cpu_gflops, peaks[t]);
+                    first_record = 0;
+                }
+                gemm_unpack(&gw);
             }
         }
-        gemm_unpack(&gw);
         free(w), free(bias), free(x), free(y);
     }
     if (json) {

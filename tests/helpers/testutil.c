@@ -96,3 +96,20 @@ void tu_max_diff(const float *a, const float *b, size_t n, double *max_diff, dou
     *max_diff = d;
     *max_ref = r;
 }
+
+int tu_write_synthetic_vocab(const char *path, int size)
+{
+    static const char *const special[] = {[0] = "[PAD]", [100] = "[UNK]", [101] = "[CLS]", [102] = "[SEP]",
+                                          [103] = "[MASK]"};
+    const int n_special = (int)(sizeof special / sizeof special[0]);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    for (int i = 0; i < size; i++) {
+        if (i < n_special && special[i])
+            fprintf(f, "%s\n", special[i]);
+        else
+            fprintf(f, "w%d\n", i);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}

@@ -29,6 +29,11 @@ char *tu_mkdtemp(const char *label);
 /* Reads a whole file into a malloc'd, NUL-terminated buffer; NULL on error. */
 char *tu_read_file(const char *path, size_t *len);
 
+/* Writes a vocabulary of size tokens for models with synthetic weights:
+ * BERT's special tokens at their ids ([PAD] 0, [UNK] 100, [CLS] 101,
+ * [SEP] 102, [MASK] 103) and "w<id>" elsewhere. 0, or -1 when it cannot. */
+int tu_write_synthetic_vocab(const char *path, int size);
+
 /* Largest |a[i] - b[i]| and largest |b[i]|, over n elements. */
 void tu_max_diff(const float *a, const float *b, size_t n, double *max_diff, double *max_ref);
 
