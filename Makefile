@@ -129,9 +129,11 @@ fuzz: fuzz-build
 	  grep -E "^Done [0-9]+ runs" build-fuzz/$$name.log | tail -1; \
 	done
 
-# Benchmarks (not part of `make test`): every tests/bench/bench_*.c is built
-# against the library and run in turn; each prints its figures and one JSON
-# line, and the JSON lines are gathered into $(BUILD)/bench.jsonl.
+# Benchmarks (not part of `make test`): every tests/bench/bench_*.c is built;
+# all but bench_engine run in turn (their JSON lines gathered into
+# $(BUILD)/bench.jsonl); then scripts/bench.sh runs the engine next to the
+# PyTorch reference and `radcap run` as 1 process against mpirun, prints the
+# side-by-side table and writes $(BUILD)/bench.json.
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
@@ -140,11 +142,13 @@ $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(BUILD)/libradcap.a
 	@echo "LINK $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-bench: $(BENCH_BIN)
+bench: $(BENCH_BIN) $(RADCAP)
 	@rm -f $(BUILD)/bench.jsonl
-	@for b in $(BENCH_BIN); do echo "== $$b"; $$b | tee $(BUILD)/bench.out || exit 1; \
+	@for b in $(filter-out %/bench_engine,$(BENCH_BIN)); do echo "== $$b"; $$b | tee $(BUILD)/bench.out || exit 1; \
 	  grep -E '^\{' $(BUILD)/bench.out | tail -1 >> $(BUILD)/bench.jsonl; done
 	@echo "== figures gathered in $(BUILD)/bench.jsonl"
+	@BUILD=$(BUILD) RADCAP_BIN=$(if $(filter /%,$(RADCAP)),$(RADCAP),./$(RADCAP)) PYTHON=$(PYTHON) \
+	  SHARED_DIR=$(SHARED_DIR) ./scripts/bench.sh
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz radcap

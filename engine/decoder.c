@@ -150,7 +150,9 @@ void dec_step(const captioner *m, dec_cache *cache, int n, const int *slots, con
         const decoder_layer *W = &m->layers[layer];
         /* self-attention over this sequence's positions 0..positions[i] */
         gemm_linear(&W->self_qkv, n, x, dim, cache->qkv, 3 * dim, NULL);
-#pragma omp parallel for schedule(static)
+        /* one sequence: no thread team (each fork and join can cost a
+         * scheduler time slice when other processes share the cores) */
+#pragma omp parallel for schedule(static) if (n > 1)
         for (int i = 0; i < n; i++) {
             const float *row = cache->qkv + (size_t)i * 3 * dim;
             float *kv = self_kv_at(cache, slots[i], layer, positions[i]);
@@ -170,7 +172,7 @@ void dec_step(const captioner *m, dec_cache *cache, int n, const int *slots, con
         memcpy(x, cache->tmp, sizeof(float) * n * dim);
         /* cross-attention to the image's memory tokens */
         gemm_linear(&W->cross_q, n, x, dim, cache->qkv, dim, NULL);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 1)
         for (int i = 0; i < n; i++)
             ops_attention(cache->qkv + (size_t)i * dim, cross_kv_at(cache, memory_row(cache, slots[i]), layer), L,
                           2 * dim, dim, heads, head_dim, cache->attn + (size_t)i * dim,

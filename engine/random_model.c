@@ -168,14 +168,20 @@ static int calibrate(random_model *rm, const cfg_model *cfg, rng_state *r, rc_er
             weight[(size_t)j * C + k] *= (float)scale;
         bias[j] = (float)(-mean * scale + 0.1 * rng_normal(r));
     }
+    /* the model packed vis_proj's weights when it was built: build it again
+     * so that the memory tokens below come from the rescaled ones */
+    model_free(&m); /* closes the view it took over */
+    if (ckpt_view(&view, rm->tensors, rm->n_tensors, "random model", err) < 0 || model_build(&m, cfg, &view, err) < 0)
+        goto done_unbuilt;
     if (enc_forward(&m, n, images, &(enc_outputs){.memory = memory}, err) < 0 || calibrate_eos(&m, memory, n, err) < 0)
         goto done;
     rc = 0;
 done:
+    model_free(&m);
+done_unbuilt:
     free(memory);
     free(images);
     free(tokens);
-    model_free(&m);
     return rc;
 }
 

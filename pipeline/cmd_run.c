@@ -97,6 +97,10 @@ static const char usage_text[] =
     "  --repetition-penalty P  divide (multiply) the logit of an already generated token\n"
     "                          by P when positive (negative); 1.0 is off\n"
     "  --token-scores          also store every token's probability (items.token_probs)\n"
+    "  --precision P           fp32 (default) or bf16: the decoder's weights rounded to\n"
+    "                          bfloat16 at load (half the memory traffic per token; the\n"
+    "                          encoder stays fp32; captions may differ from fp32's where\n"
+    "                          two tokens nearly tie)\n"
     "\n"
     "Scoring and logging:\n"
     "  --no-evaluate           do not score the run at the end (--no-score is the same);\n"
@@ -159,7 +163,9 @@ static int parse(int argc, char **argv, job_settings *s, int *check_only)
         long_options[n++] = (struct option){names[2 * k], job_keys[k].type == JOB_BOOL ? no_argument : required_argument,
                                             0, k};
         if (job_keys[k].type == JOB_BOOL) {
-            snprintf(names[2 * k + 1], sizeof names[0], "no-%.63s", names[2 * k]);
+            char plain[64];
+            job_option_name((job_key_id)k, plain);
+            snprintf(names[2 * k + 1], sizeof names[0], "no-%s", plain);
             long_options[n++] = (struct option){names[2 * k + 1], no_argument, 0, OPT_NEGATED + k};
         }
     }

@@ -14,6 +14,7 @@
 static const char *const manifest_kinds[] = {"auto", "csv", "jsonl", "list", "folder", NULL};
 static const char *const change_modes[] = {"stat", "content", NULL};
 static const char *const log_levels[] = {"error", "warning", "info", "debug", NULL};
+static const char *const precisions[] = {"fp32", "bf16", NULL};
 
 #define RANGE(lo, hi) (double)(lo), (double)(hi)
 const job_key job_keys[JK_COUNT] = {
@@ -36,6 +37,7 @@ const job_key job_keys[JK_COUNT] = {
     [JK_NO_REPEAT_NGRAM] = {"no_repeat_ngram", JOB_INT, RANGE(0, 1 << 20), NULL},
     [JK_REPETITION_PENALTY] = {"repetition_penalty", JOB_REAL, RANGE(1e-6, 1e6), NULL},
     [JK_TOKEN_SCORES] = {"token_scores", JOB_BOOL, 0, 0, NULL},
+    [JK_PRECISION] = {"precision", JOB_WORD, 0, 0, precisions},
     [JK_SINCE_LAST] = {"since_last", JOB_BOOL, 0, 0, NULL},
     [JK_CHANGE_DETECTION] = {"change_detection", JOB_WORD, 0, 0, change_modes},
     [JK_MAX_ERRORS] = {"max_errors", JOB_INT, RANGE(-1, 1LL << 50), NULL},
@@ -151,6 +153,7 @@ int job_set(job_settings *s, job_key_id key, const job_value *v, rc_error *err)
     case JK_NO_REPEAT_NGRAM: o->decoding.no_repeat_ngram = (int)v->integer; break;
     case JK_REPETITION_PENALTY: o->decoding.repetition_penalty = v->real; break;
     case JK_TOKEN_SCORES: o->decoding.token_scores = v->flag; break;
+    case JK_PRECISION: return gemm_precision_parse(v->text, &o->precision, err);
     case JK_SINCE_LAST: o->since_last = v->flag; break;
     case JK_CHANGE_DETECTION: o->change_by_content = word == 1; break;
     case JK_MAX_ERRORS: o->max_errors = v->integer; break;
@@ -520,6 +523,7 @@ cJSON *job_settings_json(const job_settings *s)
         case JK_NO_REPEAT_NGRAM: v = cJSON_CreateNumber(o->decoding.no_repeat_ngram); break;
         case JK_REPETITION_PENALTY: v = cJSON_CreateNumber(o->decoding.repetition_penalty); break;
         case JK_TOKEN_SCORES: v = cJSON_CreateBool(o->decoding.token_scores); break;
+        case JK_PRECISION: v = cJSON_CreateString(gemm_precision_name(o->precision)); break;
         case JK_SINCE_LAST: v = cJSON_CreateBool(o->since_last); break;
         case JK_CHANGE_DETECTION: v = cJSON_CreateString(change_modes[o->change_by_content ? 1 : 0]); break;
         case JK_MAX_ERRORS: v = cJSON_CreateNumber((double)o->max_errors); break;

@@ -33,6 +33,12 @@ VOCAB=$SHARED_DIR/vocab/bert-base-uncased-vocab.txt
 work=$(mktemp -d "${TMPDIR:-/tmp}/radcap-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 
+# Other processes on the cores make every figure lower and noisier (the
+# engine's OpenMP fork/joins suffer most): the load is recorded with them.
+load=$(cut -d' ' -f1 /proc/loadavg)
+echo "== load average $load on $(nproc) cores before the run"
+echo "{\"loadavg_before\": $load, \"cores\": $(nproc)}" >"$work/meta.json"
+
 echo "== writing a random-weights checkpoint of the full model"
 "$RADCAP_BIN" init-model --seed 1 --out "$work/model.bin"
 
@@ -72,4 +78,6 @@ else
     echo "== radcap run: skipped (no vocabulary at $VOCAB or no mpirun)"
 fi
 
-"$PYTHON" tests/bench/bench_report.py --out "$BUILD/bench.json" "$work/engine.json" "$work/torch.json" "$run_json"
+echo "{\"loadavg_after\": $(cut -d' ' -f1 /proc/loadavg)}" >"$work/meta_after.json"
+"$PYTHON" tests/bench/bench_report.py --out "$BUILD/bench.json" "$work/meta.json" "$work/engine.json" \
+    "$work/torch.json" "$run_json" "$work/meta_after.json"

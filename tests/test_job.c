@@ -49,7 +49,8 @@ static void test_every_key_reaches_the_options(void **state)
                        " \"batch\": 12, \"threads\": 3, \"max_pixels\": 5000000, \"exif_orientation\": true,\n"
                        " \"max_length\": 40, \"min_length\": 2, \"beam\": 4, \"length_penalty\": 0.5,\n"
                        " \"early_stopping\": true, \"no_repeat_ngram\": 3, \"repetition_penalty\": 1.25,\n"
-                       " \"token_scores\": true, \"since_last\": true, \"change_detection\": \"content\",\n"
+                       " \"token_scores\": true, \"precision\": \"bf16\", \"since_last\": true,\n"
+                       " \"change_detection\": \"content\",\n"
                        " \"max_errors\": 7, \"new_run\": true, \"evaluate\": false, \"drop_brackets\": true,\n"
                        " \"prefetch\": false, \"progress_interval\": 5, \"log_level\": \"debug\"}";
     job_settings s;
@@ -75,6 +76,7 @@ static void test_every_key_reaches_the_options(void **state)
     assert_int_equal(o->decoding.no_repeat_ngram, 3);
     assert_true(o->decoding.repetition_penalty == 1.25);
     assert_int_equal(o->decoding.token_scores, 1);
+    assert_int_equal(o->precision, GEMM_BF16);
     assert_int_equal(o->since_last, 1);
     assert_int_equal(o->change_by_content, 1);
     assert_true(o->max_errors == 7);

@@ -431,11 +431,10 @@ int main(int argc, char **argv)
         if (random_model_build(&rm, &cfg, 1, &err) < 0 ||
             ckpt_view(&view, rm.tensors, rm.n_tensors, "random", &err) < 0 || model_build(&m, &cfg, &view, &err) < 0)
             return fail("drawing a random model", &err);
-    }
-    reset_peak_rss();
-    const double rss_loaded = status_mb("VmRSS:");
-    if (!checkpoint)
+        reset_peak_rss(); /* the drawing's peak is not the engine's */
         printf("(no --checkpoint: the random model's tensors stay in memory and count in RSS)\n");
+    }
+    const double rss_loaded = status_mb("VmRSS:");
 
     const int S = cfg.image_size, L = cfg_memory_tokens(&cfg), dim = cfg.embed_dim, V = cfg.vocab_size;
     const size_t image_floats = (size_t)3 * S * S;

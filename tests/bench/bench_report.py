@@ -73,6 +73,9 @@ def main():
         print(f"\nradcap run, {merged['run_images']} synthetic images (wall time, load and JPEG decoding included):")
         print(f"  1 process x {merged['run_1proc_threads']} threads      {merged['run_1proc_img_per_s']:6.2f} images/s")
         print(f"  mpirun, {merged['run_mpi_workers']} workers x 1 thread   {merged['run_mpi_img_per_s']:6.2f} images/s")
+    if "loadavg_before" in merged:
+        print(f"\nload average before the run {merged['loadavg_before']} on {merged['cores']} cores: other "
+              "processes competing for the cores (clean figures need about 0)")
     print(f"\nall figures: {args.out} (medians of repeated runs; *_best: the fastest run). "
           "On a shared machine they vary from run to run.")
 
