@@ -36,7 +36,7 @@ static fixture F;
 static int setup(void **state)
 {
     (void)state;
-    char *dir = tu_mkdtemp("incremental");
+    char *dir = tu_mkdtemp_abs("incremental");
     snprintf(F.dir, sizeof F.dir, "%s", dir);
     free(dir);
     char cwd[4096];

@@ -347,7 +347,7 @@ static void write_text(const char *path, const char *text)
 static void test_run_with_a_job_file(void **state)
 {
     (void)state;
-    char *dir = tu_mkdtemp("job-run"), args[8800], path[4300], job[4300], *err_text = NULL;
+    char *dir = tu_mkdtemp_abs("job-run"), args[8800], path[4300], job[4300], *err_text = NULL;
     char cwd[4096];
     assert_non_null(getcwd(cwd, sizeof cwd));
     snprintf(path, sizeof path, "%s/vocab.txt", dir);
@@ -461,7 +461,7 @@ static void test_run_with_a_job_file(void **state)
 static void test_run_decoding_and_confidence(void **state)
 {
     (void)state;
-    char *dir = tu_mkdtemp("job-decoding"), args[40000], path[4300], *err_text = NULL;
+    char *dir = tu_mkdtemp_abs("job-decoding"), args[40000], path[4300], *err_text = NULL;
     char cwd[4096];
     assert_non_null(getcwd(cwd, sizeof cwd));
     snprintf(path, sizeof path, "%s/vocab.txt", dir);

@@ -54,6 +54,14 @@ char *tu_mkdtemp(const char *label)
     return path;
 }
 
+char *tu_mkdtemp_abs(const char *label)
+{
+    char *relative = tu_mkdtemp(label);
+    char *absolute = relative ? realpath(relative, NULL) : NULL;
+    free(relative);
+    return absolute;
+}
+
 char *tu_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");

@@ -26,6 +26,10 @@ int tu_run(const char *command);
  * its path (static storage per call site is the caller's: copy it). */
 char *tu_mkdtemp(const char *label);
 
+/* Like tu_mkdtemp, as an absolute path (for commands run from elsewhere,
+ * and manifests whose relative paths are their own folder's). */
+char *tu_mkdtemp_abs(const char *label);
+
 /* Reads a whole file into a malloc'd, NUL-terminated buffer; NULL on error. */
 char *tu_read_file(const char *path, size_t *len);
 
