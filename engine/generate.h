@@ -4,7 +4,8 @@
  * bos ([CLS]), take the argmax (first index on ties), stop at eos ([SEP]) or
  * after max_len generated tokens. Unlike the card, the encoder runs once per
  * image and the decoder keeps a key/value cache; the images of a batch are
- * decoded together and a finished caption leaves the batch.
+ * decoded together and a finished caption leaves the batch (and, in a
+ * gen_session, a new image can take its place).
  */
 #ifndef RC_GENERATE_H
 #define RC_GENERATE_H
@@ -81,6 +82,72 @@ typedef struct gen_output {
  * on_logits is only called by greedy decoding. */
 int gen_decode(const captioner *m, int n, const float *memory, const gen_decoding *d, const gen_options *options,
                const gen_output *out, rc_error *err);
+
+/* ---- continuous batching: a greedy decoding session ----------------------
+ *
+ * A session holds up to max_slots sequences being decoded greedily. Images
+ * join whenever slots are free (gen_session_add), every gen_session_step
+ * feeds one token to every unfinished sequence in one batched decoder step,
+ * and finished captions are collected with gen_session_take_finished, which
+ * frees their slots for new images. So the decoder keeps running at full
+ * width while captions of different lengths finish at different steps.
+ *
+ * An image's caption and confidence are exactly what gen_decode gives for
+ * it (with the same decoding and max_len) whatever the other sequences and
+ * whenever it joined, as long as the matrix products compute a row
+ * independently of the others (the engine's gemm backends; gemm.h): each
+ * sequence has its own positions, keys and values, and the logits
+ * processors see its own tokens only. */
+typedef struct gen_session gen_session;
+
+/* A finished caption, as gen_decode would write it for its image. The
+ * arrays are the session's: valid until the next gen_session_add or
+ * gen_session_free. */
+typedef struct gen_caption {
+    int tag;                  // the caller's tag given to gen_session_add
+    int len;                  // tokens, without bos and eos
+    const int *ids;           // (len)
+    const float *token_probs; // (len) each token's probability; NULL without confidence
+    double mean_logprob;      // NAN without confidence or for an empty caption
+    double min_token_prob;    // NAN likewise
+} gen_caption;
+
+/* A session of max_slots (>= 1) sequences decoded greedily with d's
+ * logits processors (NULL: the defaults; d->beam must be 1). options gives
+ * max_len (0: the configuration's) and on_logits, which is called with the
+ * sequence's tag as `image` and its own step number; options may be NULL.
+ * confidence 1 computes each token's probability (gen_output's
+ * confidence); 0 saves that work. Fails (err filled) on a bad decoding,
+ * max_len beyond the model's positions, or no memory. */
+gen_session *gen_session_new(const captioner *m, int max_slots, const gen_decoding *d, const gen_options *options,
+                             int confidence, rc_error *err);
+
+/* Starts decoding n images from their memory tokens (n, memory_tokens,
+ * embed_dim), image i tagged tags[i] (any values; they are handed back).
+ * Fails (err filled) when n exceeds gen_session_free_slots. With max_len 0
+ * the captions are finished (empty) at once. */
+int gen_session_add(gen_session *s, int n, const float *memory, const int *tags, rc_error *err);
+
+/* One token for every active sequence (one dec_step for all of them).
+ * Returns how many sequences finished at this step (0 when none was
+ * active). */
+int gen_session_step(gen_session *s);
+
+/* Moves up to max finished captions, oldest first, into out[0..) and frees
+ * their slots; returns how many. */
+int gen_session_take_finished(gen_session *s, gen_caption *out, int max);
+
+/* Sequences still being decoded; slots neither decoding nor holding an
+ * untaken caption. */
+int gen_session_active(const gen_session *s);
+int gen_session_free_slots(const gen_session *s);
+
+/* The greatest number of generated tokens of a caption (the session's
+ * max_len). */
+int gen_session_max_len(const gen_session *s);
+
+/* Releases the session (NULL is allowed). */
+void gen_session_free(gen_session *s);
 
 /* The number of generated tokens at most: options->max_len, or the
  * configuration's when options is NULL or its max_len 0; -1 (err filled)

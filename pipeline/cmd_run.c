@@ -71,8 +71,10 @@ static const char usage_text[] =
     "  --new-run               start a new run even if an unfinished one could be resumed\n"
     "\n"
     "Computing:\n"
-    "  --batch N               images captioned together, and the largest chunk a\n"
-    "                          worker gets (default 8)\n"
+    "  --batch N               images encoded together, and the largest chunk a worker\n"
+    "                          gets (default 8); greedy decoding keeps up to 2 x N\n"
+    "                          captions in progress, taking in a chunk's images as\n"
+    "                          others finish (beam search decodes a chunk at once)\n"
     "  --threads N             OpenMP threads of each captioning rank (default:\n"
     "                          OMP_NUM_THREADS, else the cores this rank may use, shared\n"
     "                          with the other captioning ranks of its node)\n"
@@ -467,6 +469,7 @@ int cmd_run(int argc, char **argv)
             .rank = rank,
             .prefetch = c.run.prefetch,
             .decoding = c.run.decoding,
+            .precision = c.run.precision,
         };
         sched_image_options(&c.run.cfg, c.run.max_pixels, c.run.exif_orientation, &wo.img);
         log_msg(&log, LOG_DEBUG, "worker with %d OpenMP thread%s", threads, threads == 1 ? "" : "s");

@@ -528,6 +528,7 @@ static int run_local(master *m, rc_error *err)
         .rank = 0,
         .prefetch = m->o->prefetch,
         .decoding = m->o->decoding,
+        .precision = m->o->precision,
     };
     sched_image_options(&m->o->cfg, m->o->max_pixels, m->o->exif_orientation, &wo.img);
     const double t0 = now_seconds();

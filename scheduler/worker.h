@@ -4,20 +4,28 @@
  * A worker holds the model (its checkpoint mapped: ranks on one node share
  * the page cache), the vocabulary and two staging areas of `batch` images.
  * sched_worker_loop pulls chunks of tasks from a feed (the MPI master's
- * messages, or the in-process master), and while the engine captions one
- * chunk a helper thread decodes and preprocesses the next one (libvips,
- * one image at a time), so file reading and decoding overlap the model;
- * a chunk that was not ready in time is preprocessed afterwards with all
- * OpenMP threads. Every result goes back through the feed.
+ * messages, or the in-process master) while a staging area is free; while
+ * the engine computes, a helper thread reads and preprocesses the next
+ * chunk (libvips, one image at a time), so file reading and decoding
+ * overlap the model; a chunk that arrives while the engine has nothing to
+ * do is preprocessed at once with all OpenMP threads. Every result goes
+ * back through the feed, a chunk's results together and in its order.
  *
- * Captioning is the engine's batched decoding (gen_decode with the
- * options' decoding: greedy by default, or beam search), each caption with
- * its confidence (and token probabilities when asked): images that cannot be
- * decoded become per-image errors, the others are packed, encoded and
- * decoded together. Whether an image's caption can depend on the other
- * images of its batch (and so on the chunking and the number of ranks) is
- * the engine's matter (gemm.h): OpenBLAS's sgemm (the cblas backend) rounds
- * a row differently depending on the number of rows of the product (M < 256
+ * Greedy decoding (the default) is continuously batched: the worker keeps
+ * a gen_session (generate.h) of 2 x batch sequences; a chunk is encoded and
+ * its images join the session as soon as it has slots for all of them,
+ * every step decodes one token of every unfinished caption, and a chunk is
+ * delivered when its last caption is finished. So the decoder runs at
+ * about batch to 2 x batch sequences while long captions finish, and an
+ * image's caption and confidence are those it gets decoded alone. Beam
+ * search computes a chunk at once (gen_decode). Captions come with their
+ * confidence (and token probabilities when asked); images that cannot be
+ * decoded become per-image errors.
+ *
+ * Whether an image's caption can depend on the other images computed
+ * beside it (and so on the chunking and the number of ranks) is the
+ * engine's matter (gemm.h): OpenBLAS's sgemm (the cblas backend) rounds a
+ * row differently depending on the number of rows of the product (M < 256
  * tiles take other kernels), so activations differ in the last bits with
  * the batch; greedy tokens then agree unless two logits nearly tie (they
  * agreed on every image tested). A backend that computes every output
@@ -30,6 +38,7 @@
 
 #include "engine/config.h"
 #include "engine/err.h"
+#include "engine/gemm.h"
 #include "engine/generate.h"
 #include "io/image.h"
 #include "scheduler/protocol.h"
@@ -41,10 +50,12 @@ typedef struct sched_worker_options {
     const char *vocab;       // vocab.txt
     cfg_model cfg;           // model configuration (max_len already applied)
     img_options img;         // preprocessing (size, mean, std: see sched_image_options)
-    int batch;               // most images captioned together (>= 1)
+    int batch;               // most images of a chunk, encoded together (>= 1); greedy decoding
+                             //   keeps up to 2 x batch captions in progress
     int rank;                // recorded in every result
     int prefetch;            // 1: preprocess the next chunk in a helper thread
     gen_decoding decoding;   // how captions are decoded (generate.h)
+    gemm_precision precision;// the decoder's weights: GEMM_FP32 or GEMM_BF16 (gemm.h)
 } sched_worker_options;
 
 /* Preprocessing options of the model configuration cfg: the card's
@@ -88,9 +99,12 @@ typedef struct sched_feed {
     void *ctx;
 } sched_feed;
 
-/* Captions chunks from the feed until it ends or cancels, each chunk as
- * one batch. Returns 0 then; -1 when the feed fails, a delivery fails or a
- * chunk holds more than `batch` tasks (err filled). */
+/* Captions chunks from the feed until it ends (everything received is
+ * finished and delivered) or cancels (chunks not encoded yet are dropped;
+ * captions being decoded are finished, at most max_len more steps, and
+ * their chunks delivered). Returns 0 then; -1 when the feed fails, a
+ * delivery fails or a chunk holds more than `batch` tasks (err filled;
+ * undelivered work is dropped). */
 int sched_worker_loop(sched_worker *w, const sched_feed *feed, rc_error *err);
 
 #endif

@@ -458,9 +458,8 @@ static void test_run_with_a_job_file(void **state)
  * confidence is stored: the same tokens, mean log-probability, smallest
  * and per-token probabilities as `radcap caption --json` with the same
  * options on the same files. */
-static void test_run_decoding_and_confidence(void **state)
+static void check_run_matches_caption(const char *decoding, const char *expected_settings, char **caption_json)
 {
-    (void)state;
     char *dir = tu_mkdtemp_abs("job-decoding"), args[40000], path[4300], *err_text = NULL;
     char cwd[4096];
     assert_non_null(getcwd(cwd, sizeof cwd));
@@ -469,7 +468,6 @@ static void test_run_decoding_and_confidence(void **state)
     snprintf(args, sizeof args, "synth --out %s/arch --count 4 --seed 9", dir);
     assert_int_equal(radcap(dir, args, &err_text), 0);
     free(err_text);
-    const char *decoding = "--beam 3 --no-repeat-ngram 2 --length-penalty 0.5 --max-length 12 --token-scores";
     snprintf(args, sizeof args,
              "run --manifest %s/arch/valid_captions.csv --db %s/r.db --checkpoint %s/tests/fixtures/tiny/model.bin "
              "--config %s/tests/fixtures/tiny/config.json --vocab %s --threads 1 --batch 3 --no-evaluate %s",
@@ -546,14 +544,64 @@ static void test_run_decoding_and_confidence(void **state)
     /* the decoding options are recorded with the run */
     snprintf(cmd, sizeof cmd,
              "sqlite3 %s/r.db \"SELECT json_extract(config_json, '$.settings.beam'), "
-             "json_extract(config_json, '$.settings.no_repeat_ngram'), json_extract(config_json, '$.settings.token_scores') "
-             "FROM runs\" > %s",
+             "json_extract(config_json, '$.settings.no_repeat_ngram'), json_extract(config_json, '$.settings.token_scores'), "
+             "json_extract(config_json, '$.settings.precision') FROM runs\" > %s",
              dir, rows_path);
     assert_int_equal(tu_run(cmd), 0);
     rows = tu_read_file(rows_path, NULL);
-    assert_string_equal(rows, "3|2|1\n");
+    assert_string_equal(rows, expected_settings);
     free(rows);
+    *caption_json = tu_read_file(json_path, NULL);
     free(dir);
+}
+
+static void test_run_decoding_and_confidence(void **state)
+{
+    (void)state;
+    char *printed = NULL;
+    check_run_matches_caption("--beam 3 --no-repeat-ngram 2 --length-penalty 0.5 --max-length 12 --token-scores",
+                              "3|2|1|fp32\n", &printed);
+    free(printed);
+}
+
+/* The "token_probs" arrays of radcap caption --json lines, one after
+ * another (the lines' paths left out). */
+static char *token_probs_of(const char *json_lines)
+{
+    assert_non_null(json_lines);
+    char *copy = strdup(json_lines), *save = NULL, *out = calloc(1, 1);
+    size_t len = 0;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        cJSON *obj = cJSON_Parse(line);
+        assert_non_null(obj);
+        char *probs = cJSON_PrintUnformatted(cJSON_GetObjectItem(obj, "token_probs"));
+        out = realloc(out, len + strlen(probs) + 1);
+        memcpy(out + len, probs, strlen(probs) + 1);
+        len += strlen(probs);
+        free(probs);
+        cJSON_Delete(obj);
+    }
+    free(copy);
+    return out;
+}
+
+/* --precision bf16 reaches the workers: radcap run stores what radcap
+ * caption --precision bf16 gives, and that is not fp32's (the decoder's
+ * weights are rounded, so the token probabilities move). */
+static void test_run_precision(void **state)
+{
+    (void)state;
+    char *bf16 = NULL, *fp32 = NULL;
+    check_run_matches_caption("--precision bf16 --max-length 12 --token-scores", "1|0|1|bf16\n", &bf16);
+    check_run_matches_caption("--precision fp32 --max-length 12 --token-scores", "1|0|1|fp32\n", &fp32);
+    /* the same images (synth's seed): only the weights' precision differs */
+    char *probs_bf16 = token_probs_of(bf16), *probs_fp32 = token_probs_of(fp32);
+    assert_true(strlen(probs_fp32) > 10);
+    assert_true(strcmp(probs_bf16, probs_fp32) != 0);
+    free(probs_bf16);
+    free(probs_fp32);
+    free(bf16);
+    free(fp32);
 }
 
 int main(void)
@@ -570,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_help_names_every_setting),
         cmocka_unit_test(test_run_with_a_job_file),
         cmocka_unit_test(test_run_decoding_and_confidence),
+        cmocka_unit_test(test_run_precision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
