@@ -32,50 +32,16 @@
 #define N_RANDOM 12
 #define TOLERANCE 1e-4
 
-typedef struct tiny {
-    cfg_model cfg;
-    captioner model;
-    int n;          // inputs
-    int L, dim;     // memory tokens, embed_dim
-    float *memory;  // (n, L, dim)
-} tiny;
-
-/* Fills memory with n random images' tokens, uniform in [-1, 1]. */
-static void random_memory(float *memory, size_t count, uint64_t seed)
-{
-    rng_state r;
-    rng_seed(&r, seed);
-    for (size_t i = 0; i < count; i++)
-        memory[i] = (float)(2.0 * rng_uniform(&r) - 1.0);
-}
+typedef tu_tiny tiny;
 
 static void load_tiny(tiny *t, int n_random)
 {
     rc_error err = {{0}};
-    if (cfg_load(&t->cfg, TINY "/config.json", &err) < 0 || model_load(&t->model, &t->cfg, TINY "/model.bin", &err) < 0)
+    if (tu_tiny_load(t, n_random, 20260801, &err) < 0)
         fail_msg("%s", err.msg);
-    ckpt_file ref;
-    if (ckpt_open(&ref, TINY "/reference.safetensors", &err) < 0)
-        fail_msg("%s", err.msg);
-    const ckpt_tensor *mem = ckpt_find(&ref, "memory");
-    assert_non_null(mem);
-    t->L = cfg_memory_tokens(&t->cfg);
-    t->dim = t->cfg.embed_dim;
-    const int n_fixture = (int)mem->shape[0];
-    const size_t per_image = (size_t)t->L * t->dim;
-    assert_int_equal(mem->numel, (int64_t)n_fixture * per_image);
-    t->n = n_fixture + n_random;
-    t->memory = malloc(sizeof(float) * t->n * per_image);
-    memcpy(t->memory, mem->data, sizeof(float) * n_fixture * per_image);
-    random_memory(t->memory + n_fixture * per_image, (size_t)n_random * per_image, 20260801);
-    ckpt_close(&ref);
 }
 
-static void free_tiny(tiny *t)
-{
-    model_free(&t->model);
-    free(t->memory);
-}
+static void free_tiny(tiny *t) { tu_tiny_free(t); }
 
 /* Decoding results of n images, owned. */
 typedef struct decoded {

@@ -32,47 +32,21 @@
 #include "engine/model.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
+#include "tests/helpers/testutil.h"
 
 #define TINY "tests/fixtures/tiny"
 #define N_RANDOM 12
 
-typedef struct tiny {
-    cfg_model cfg;
-    captioner model;
-    int n;          // inputs
-    int L, dim;     // memory tokens, embed_dim
-    float *memory;  // (n, L, dim)
-} tiny;
+typedef tu_tiny tiny;
 
 static void load_tiny(tiny *t)
 {
     rc_error err = {{0}};
-    if (cfg_load(&t->cfg, TINY "/config.json", &err) < 0 || model_load(&t->model, &t->cfg, TINY "/model.bin", &err) < 0)
+    if (tu_tiny_load(t, N_RANDOM, 20261130, &err) < 0)
         fail_msg("%s", err.msg);
-    ckpt_file ref;
-    if (ckpt_open(&ref, TINY "/reference.safetensors", &err) < 0)
-        fail_msg("%s", err.msg);
-    const ckpt_tensor *mem = ckpt_find(&ref, "memory");
-    assert_non_null(mem);
-    t->L = cfg_memory_tokens(&t->cfg);
-    t->dim = t->cfg.embed_dim;
-    const int n_fixture = (int)mem->shape[0];
-    const size_t per_image = (size_t)t->L * t->dim;
-    t->n = n_fixture + N_RANDOM;
-    t->memory = malloc(sizeof(float) * t->n * per_image);
-    memcpy(t->memory, mem->data, sizeof(float) * n_fixture * per_image);
-    rng_state r;
-    rng_seed(&r, 20261130);
-    for (size_t i = n_fixture * per_image; i < t->n * per_image; i++)
-        t->memory[i] = (float)(2.0 * rng_uniform(&r) - 1.0);
-    ckpt_close(&ref);
 }
 
-static void free_tiny(tiny *t)
-{
-    model_free(&t->model);
-    free(t->memory);
-}
+static void free_tiny(tiny *t) { tu_tiny_free(t); }
 
 static const float *memory_of(const tiny *t, int image)
 {

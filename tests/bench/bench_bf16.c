@@ -30,6 +30,7 @@
 #include "engine/model.h"
 #include "engine/random_model.h"
 #include "engine/rng.h"
+#include "tests/bench/bench_common.h"
 
 enum { TOKENS = 40, MAX_BATCH = 32, N_MODELS = 3, MAX_RUNS = 4096 };
 
@@ -63,18 +64,11 @@ typedef struct buffers {
     dec_cache cache[N_MODELS];
 } buffers;
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 /* One run of workload w on model m; returns its seconds. */
 static double run(const captioner *m, dec_cache *cache, const workload *w, buffers *b)
 {
     rc_error err = {{0}};
-    const double t0 = now();
+    const double t0 = bench_now();
     if (w->encode) {
         if (enc_forward(m, w->batch, b->images, &(enc_outputs){.memory = b->memory}, &err) < 0) {
             fprintf(stderr, "bench_bf16: %s\n", err.msg);
@@ -87,7 +81,7 @@ static double run(const captioner *m, dec_cache *cache, const workload *w, buffe
             b->positions[i] = step;
         dec_step(m, cache, w->batch, b->slots, b->tokens + (size_t)step * MAX_BATCH, b->positions, b->logits);
     }
-    return now() - t0;
+    return bench_now() - t0;
 }
 
 static int compare_doubles(const void *a, const void *b)
@@ -184,12 +178,12 @@ int main(int argc, char **argv)
         int runs = 0;
         for (int k = 0; k < N_MODELS; k++)
             run(&models[k], &b.cache[k], wl, &b); /* warm-up */
-        const double start = now();
+        const double start = bench_now();
         do {
             for (int k = 0; k < N_MODELS; k++)
                 times[k * MAX_RUNS + runs] = run(&models[k], &b.cache[k], wl, &b);
             runs++;
-        } while (runs < 3 || (now() - start < seconds * N_MODELS && runs < MAX_RUNS));
+        } while (runs < 3 || (bench_now() - start < seconds * N_MODELS && runs < MAX_RUNS));
         double median[N_MODELS], best[N_MODELS];
         for (int k = 0; k < N_MODELS; k++) {
             qsort(times + k * MAX_RUNS, runs, sizeof(double), compare_doubles);

@@ -27,13 +27,7 @@
 #include "engine/model.h"
 #include "engine/random_model.h"
 #include "engine/rng.h"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
+#include "tests/bench/bench_common.h"
 
 static void random_images(const cfg_model *cfg, int n, float *images)
 {
@@ -65,21 +59,21 @@ static int time_decoding(const captioner *m, int n_images, int batch, const floa
     const gen_output o = {.ids = ids, .lens = lens, .mean_logprob = mean, .min_token_prob = low};
     rc_error err = {{0}};
     out->best_seconds = INFINITY;
-    const double start = now();
+    const double start = bench_now();
     int rc = 0;
     do {
         long tokens = 0;
-        const double t0 = now();
+        const double t0 = bench_now();
         for (int first = 0; first < n_images && rc == 0; first += batch) {
             const int n = n_images - first < batch ? n_images - first : batch;
             rc = gen_decode(m, n, memory + first * per_image, d, NULL, &o, &err);
             for (int i = 0; i < n; i++)
                 tokens += lens[i] + (lens[i] < c->max_len);
         }
-        const double t = now() - t0;
+        const double t = bench_now() - t0;
         out->best_seconds = t < out->best_seconds ? t : out->best_seconds;
         out->tokens = (double)tokens / n_images;
-    } while (rc == 0 && now() - start < seconds);
+    } while (rc == 0 && bench_now() - start < seconds);
     if (rc < 0)
         fprintf(stderr, "bench_decoding: %s\n", err.msg);
     free(ids), free(lens), free(mean), free(low);
@@ -127,12 +121,12 @@ int main(int argc, char **argv)
     for (int first = 0; first < n_images; first += batch) {
         const int n = n_images - first < batch ? n_images - first : batch;
         random_images(&cfg, n, images);
-        const double t0 = now();
+        const double t0 = bench_now();
         if (enc_forward(&m, n, images, &(enc_outputs){.memory = memory + first * per_image}, &err) < 0) {
             fprintf(stderr, "bench_decoding: %s\n", err.msg);
             return 1;
         }
-        encode_seconds += now() - t0;
+        encode_seconds += bench_now() - t0;
     }
     const double encode_per_image = encode_seconds / n_images;
 

@@ -47,70 +47,17 @@
 #include "engine/ops.h"
 #include "engine/random_model.h"
 #include "engine/rng.h"
+#include "tests/bench/bench_common.h"
 
 enum { FORCED_TOKENS = 40, E2E_BATCH = 32, MAX_BATCH = 128 };
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 /* ---- the machine ------------------------------------------------------- */
 
-/* 16 independent FMA chains: more than latency x ports, so the loop runs at
- * the FMA units' throughput. Returns a value that depends on every chain. */
-__attribute__((target("avx512f,fma"))) static float fma_chains_512(long iters)
-{
-    __m512 acc[16];
-    const __m512 mul = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-6f);
-    for (int i = 0; i < 16; i++)
-        acc[i] = _mm512_set1_ps((float)i);
-    for (long it = 0; it < iters; it++)
-        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = _mm512_fmadd_ps(acc[i], mul, add);
-    for (int i = 1; i < 16; i++)
-        acc[0] = _mm512_add_ps(acc[0], acc[i]);
-    return _mm512_reduce_add_ps(acc[0]);
-}
-
-__attribute__((target("avx2,fma"))) static float fma_chains_256(long iters)
-{
-    __m256 acc[16];
-    const __m256 mul = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-6f);
-    for (int i = 0; i < 16; i++)
-        acc[i] = _mm256_set1_ps((float)i);
-    for (long it = 0; it < iters; it++)
-        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = _mm256_fmadd_ps(acc[i], mul, add);
-    float out[8];
-    for (int i = 1; i < 16; i++)
-        acc[0] = _mm256_add_ps(acc[0], acc[i]);
-    _mm256_storeu_ps(out, acc[0]);
-    return out[0];
-}
-
-/* FMA peak in GFLOP/s over `threads` threads: the fastest run of about a
- * millisecond, until 300 in a row bring nothing faster (a shared machine
- * leaves a few runs undisturbed). */
+/* FMA peak in GFLOP/s over `threads` threads (bench_common.h). */
 static double fma_peak(int threads)
 {
     const int avx512 = gemm_backend_supported("avx512");
-    const long iters = avx512 ? 150000 : 300000;
-    double best = 0;
-    for (int run = 0, stale = 0; run < 5000 && stale < 300; run++, stale++) {
-        float total = 0;
-        const double t0 = now();
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-        total += avx512 ? fma_chains_512(iters) : fma_chains_256(iters);
-        const double t = now() - t0;
-        if (total == 42.0f) /* keeps the chains' results alive */
-            printf(" ");
-        const double gflops = (double)threads * iters * 16 * (avx512 ? 16 : 8) * 2 / t / 1e9;
-        if (gflops > best * 1.001)
-            stale = 0;
-        best = gflops > best ? gflops : best;
-    }
-    return best;
+    return bench_fma_peak(threads, avx512, avx512 ? 150000 : 300000, 300, 5000);
 }
 
 /* VmRSS or VmHWM ("VmRSS:", "VmHWM:") of this process in MB, -1 if unknown. */
@@ -213,13 +160,13 @@ static int time_runs(int (*fn)(void *), void *ctx, double seconds, timing *out)
 {
     double times[200];
     int n = 0;
-    const double start = now();
+    const double start = bench_now();
     /* at least 3 runs, unless 2 took 4 times the budget (a loaded machine) */
-    while (n < 200 && (n < 3 || now() - start < seconds) && !(n >= 2 && now() - start > 4 * seconds)) {
-        const double t0 = now();
+    while (n < 200 && (n < 3 || bench_now() - start < seconds) && !(n >= 2 && bench_now() - start > 4 * seconds)) {
+        const double t0 = bench_now();
         if (fn(ctx) < 0)
             return -1;
-        times[n++] = now() - t0;
+        times[n++] = bench_now() - t0;
     }
     const int first = n >= 4;
     qsort(times + first, n - first, sizeof times[0], compare_doubles);
@@ -420,10 +367,10 @@ int main(int argc, char **argv)
         for (int i = 0; i < 3; i++) {
             if (i)
                 model_free(&m);
-            const double t0 = now();
+            const double t0 = bench_now();
             if (model_load(&m, &cfg, checkpoint, &err) < 0)
                 return fail("loading the model", &err);
-            const double t = now() - t0;
+            const double t = bench_now() - t0;
             load_s = load_s < 0 || t < load_s ? t : load_s;
         }
     } else {

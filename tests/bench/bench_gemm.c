@@ -27,6 +27,7 @@
 
 #include "engine/gemm.h"
 #include "engine/rng.h"
+#include "tests/bench/bench_common.h"
 
 enum { MAX_SHAPES = 32, MAX_LIST = 8 };
 
@@ -45,71 +46,10 @@ static const shape default_shapes[] = {
     {32, 1536, 512, "self_qkv, 32 sequences"},
 };
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static double cpu_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-/* 16 independent FMA chains: more than latency x ports on current cores,
- * so the loop runs at the FMA units' throughput. */
-__attribute__((target("avx512f,fma"))) static float fma_loop_512(long iters)
-{
-    __m512 acc[16];
-    const __m512 mul = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-6f);
-    for (int i = 0; i < 16; i++)
-        acc[i] = _mm512_set1_ps((float)i);
-    for (long it = 0; it < iters; it++)
-        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = _mm512_fmadd_ps(acc[i], mul, add);
-    for (int i = 1; i < 16; i++)
-        acc[0] = _mm512_add_ps(acc[0], acc[i]);
-    return _mm512_reduce_add_ps(acc[0]);
-}
-
-__attribute__((target("avx2,fma"))) static float fma_loop_256(long iters)
-{
-    __m256 acc[16];
-    const __m256 mul = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-6f);
-    for (int i = 0; i < 16; i++)
-        acc[i] = _mm256_set1_ps((float)i);
-    for (long it = 0; it < iters; it++)
-        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = _mm256_fmadd_ps(acc[i], mul, add);
-    float out[8];
-    for (int i = 1; i < 16; i++)
-        acc[0] = _mm256_add_ps(acc[0], acc[i]);
-    _mm256_storeu_ps(out, acc[0]);
-    return out[0];
-}
-
-/* FMA peak in GFLOP/s on `threads` threads (each running the loop): the
- * fastest of runs of about a millisecond, repeated until 1000 in a row bring
- * nothing faster (a shared machine leaves a few of them undisturbed). */
+/* FMA peak in GFLOP/s on `threads` threads (bench_common.h). */
 static double fma_peak(int threads, int avx512)
 {
-    const long iters = 300000;
-    double best = 0;
-    for (int run = 0, stale = 0; run < 20000 && stale < 1000; run++, stale++) {
-        float total = 0;
-        const double t0 = now();
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-        total += avx512 ? fma_loop_512(iters) : fma_loop_256(iters);
-        const double t = now() - t0;
-        if (total == 42.0f) /* keeps the loops' results alive */
-            printf(" ");
-        const double gflops = (double)threads * iters * 16 * (avx512 ? 16 : 8) * 2 / t / 1e9;
-        if (gflops > best * 1.001)
-            stale = 0;
-        best = gflops > best ? gflops : best;
-    }
-    return best;
+    return bench_fma_peak(threads, avx512, 300000, 1000, 20000);
 }
 
 static int parse_list(char *text, char **items, int max)
@@ -129,22 +69,22 @@ static speed time_product(const gemm_weights *w, int m, const float *x, float *y
 {
     const gemm_epilogue relu = {.relu = 1};
     gemm_linear(w, m, x, w->n_in, y, w->n_out, &relu); /* warm-up: caches, page faults, thread start */
-    double t = now();
+    double t = bench_now();
     gemm_linear(w, m, x, w->n_in, y, w->n_out, &relu);
-    t = now() - t;
+    t = bench_now() - t;
     const long group = t < 1e-3 ? (long)(1e-3 / (t > 1e-7 ? t : 1e-7)) + 1 : 1;
     double fastest = 1e30, cpu = 0;
     long groups = 0;
-    const double start = now();
+    const double start = bench_now();
     do {
-        const double t0 = now(), c0 = cpu_now();
+        const double t0 = bench_now(), c0 = bench_cpu_now();
         for (long i = 0; i < group; i++)
             gemm_linear(w, m, x, w->n_in, y, w->n_out, &relu);
-        const double elapsed = (now() - t0) / group;
-        cpu += cpu_now() - c0;
+        const double elapsed = (bench_now() - t0) / group;
+        cpu += bench_cpu_now() - c0;
         fastest = elapsed < fastest ? elapsed : fastest;
         groups++;
-    } while (now() - start < seconds);
+    } while (bench_now() - start < seconds);
     const double flop = 2.0 * m * w->n_out * w->n_in;
     return (speed){flop / fastest / 1e9, flop * groups * group / (cpu / threads) / 1e9};
 }

@@ -1,5 +1,8 @@
 #include "testutil.h"
 
+#include "engine/checkpoint.h"
+#include "engine/rng.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,4 +123,54 @@ int tu_write_synthetic_vocab(const char *path, int size)
             fprintf(f, "w%d\n", i);
     }
     return fclose(f) == 0 ? 0 : -1;
+}
+
+int tu_tiny_load(tu_tiny *t, int n_random, uint64_t seed, rc_error *err)
+{
+    memset(t, 0, sizeof *t);
+    const char *dir = "tests/fixtures/tiny";
+    char path[256];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (cfg_load(&t->cfg, path, err) < 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/model.bin", dir);
+    if (model_load(&t->model, &t->cfg, path, err) < 0)
+        return -1;
+    ckpt_file ref;
+    snprintf(path, sizeof path, "%s/reference.safetensors", dir);
+    if (ckpt_open(&ref, path, err) < 0) {
+        model_free(&t->model);
+        return -1;
+    }
+    const ckpt_tensor *mem = ckpt_find(&ref, "memory");
+    t->L = cfg_memory_tokens(&t->cfg);
+    t->dim = t->cfg.embed_dim;
+    const size_t per_image = (size_t)t->L * t->dim;
+    const int n_fixture = mem ? (int)mem->shape[0] : 0;
+    if (!mem || mem->numel != (int64_t)n_fixture * (int64_t)per_image) {
+        ckpt_close(&ref);
+        model_free(&t->model);
+        return rc_fail(err, "%s: no memory tensor of (n, %d, %d)", path, t->L, t->dim);
+    }
+    t->n = n_fixture + n_random;
+    t->memory = malloc(sizeof(float) * (size_t)t->n * per_image);
+    if (!t->memory) {
+        ckpt_close(&ref);
+        model_free(&t->model);
+        return rc_fail(err, "out of memory");
+    }
+    memcpy(t->memory, mem->data, sizeof(float) * (size_t)n_fixture * per_image);
+    ckpt_close(&ref);
+    rng_state r;
+    rng_seed(&r, seed);
+    for (size_t i = (size_t)n_fixture * per_image; i < (size_t)t->n * per_image; i++)
+        t->memory[i] = (float)(2.0 * rng_uniform(&r) - 1.0);
+    return 0;
+}
+
+void tu_tiny_free(tu_tiny *t)
+{
+    model_free(&t->model);
+    free(t->memory);
+    t->memory = NULL;
 }

@@ -5,6 +5,10 @@
 #define RC_TESTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "engine/config.h"
+#include "engine/model.h"
 
 /* $RADCAP_BUILD (default "build"), $RADCAP_BIN ("./radcap"),
  * $RADCAP_PYTHON ("/usr/bin/python3"), $RADCAP_SHARED_DIR ("../shared"). */
@@ -37,6 +41,21 @@ char *tu_read_file(const char *path, size_t *len);
  * BERT's special tokens at their ids ([PAD] 0, [UNK] 100, [CLS] 101,
  * [SEP] 102, [MASK] 103) and "w<id>" elsewhere. 0, or -1 when it cannot. */
 int tu_write_synthetic_vocab(const char *path, int size);
+
+/* The committed tiny model (tests/fixtures/tiny) with image memories to
+ * decode: the fixture's recorded ones, then n_random drawn uniform in
+ * [-1, 1] from seed. */
+typedef struct tu_tiny {
+    cfg_model cfg;
+    captioner model;
+    int n;          // memories: the fixture's, then the random ones
+    int L, dim;     // memory tokens, embed_dim
+    float *memory;  // (n, L, dim)
+} tu_tiny;
+
+/* Loads it (run from the repository root); -1 with err filled on failure. */
+int tu_tiny_load(tu_tiny *t, int n_random, uint64_t seed, rc_error *err);
+void tu_tiny_free(tu_tiny *t);
 
 /* Largest |a[i] - b[i]| and largest |b[i]|, over n elements. */
 void tu_max_diff(const float *a, const float *b, size_t n, double *max_diff, double *max_ref);
