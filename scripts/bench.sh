@@ -46,6 +46,10 @@ echo "== engine ($THREADS threads)"
 "$BUILD/bench/bench_engine" --checkpoint "$work/model.bin" --threads "$THREADS" --seconds "$SECONDS_PER_FIGURE" \
     --images-out "$work/images.f32" --json "$work/engine.json"
 
+echo "== engine, bf16 decoder weights (--precision bf16)"
+"$BUILD/bench/bench_engine" --checkpoint "$work/model.bin" --threads "$THREADS" --seconds "$SECONDS_PER_FIGURE" \
+    --precision bf16 --only e2e,latency,decoder --json "$work/engine_bf16.json"
+
 if "$PYTHON" -c 'import torch' 2>/dev/null; then
     echo "== PyTorch ($THREADS threads)"
     OMP_NUM_THREADS=$THREADS "$PYTHON" tests/bench/torch_bench.py "$work/model.bin" --images "$work/images.f32" \
@@ -80,4 +84,4 @@ fi
 
 echo "{\"loadavg_after\": $(cut -d' ' -f1 /proc/loadavg)}" >"$work/meta_after.json"
 "$PYTHON" tests/bench/bench_report.py --out "$BUILD/bench.json" "$work/meta.json" "$work/engine.json" \
-    "$work/torch.json" "$run_json" "$work/meta_after.json"
+    "$work/torch.json" "$run_json" "$work/meta_after.json" "bf16_:$work/engine_bf16.json"

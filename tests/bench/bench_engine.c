@@ -309,7 +309,8 @@ static int wanted(const char *only, const char *name)
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_engine [--checkpoint FILE] [--config FILE] [--threads N] [--seconds S]\n"
-                    "                    [--json FILE] [--images-out FILE] [--only e2e,latency,encoder,decoder]\n");
+                    "                    [--json FILE] [--images-out FILE] [--only e2e,latency,encoder,decoder]\n"
+                    "                    [--precision fp32|bf16]  (bf16: the decoder's weights, as radcap's option)\n");
 }
 
 static int fail(const char *what, const rc_error *err)
@@ -323,6 +324,8 @@ int main(int argc, char **argv)
     const char *checkpoint = NULL, *config = NULL, *json_path = NULL, *images_out = NULL, *only = NULL;
     double seconds = 1.5;
     int threads = 0;
+    model_options model_opts = {0};
+    rc_error err = {{0}};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!val) {
@@ -343,6 +346,10 @@ int main(int argc, char **argv)
             threads = atoi(val);
         else if (strcmp(arg, "--only") == 0)
             only = val;
+        else if (strcmp(arg, "--precision") == 0) {
+            if (gemm_precision_parse(val, &model_opts.decoder_precision, &err) < 0)
+                return fail("--precision", &err);
+        }
         else {
             usage();
             return 2;
@@ -353,7 +360,6 @@ int main(int argc, char **argv)
     if (threads > 0)
         omp_set_num_threads(threads);
     threads = omp_get_max_threads();
-    rc_error err = {{0}};
     cfg_model cfg;
     cfg_default(&cfg);
     if (config && cfg_load(&cfg, config, &err) < 0)
@@ -368,7 +374,7 @@ int main(int argc, char **argv)
             if (i)
                 model_free(&m);
             const double t0 = bench_now();
-            if (model_load(&m, &cfg, checkpoint, &err) < 0)
+            if (model_load_with(&m, &cfg, checkpoint, &model_opts, &err) < 0)
                 return fail("loading the model", &err);
             const double t = bench_now() - t0;
             load_s = load_s < 0 || t < load_s ? t : load_s;
@@ -376,7 +382,8 @@ int main(int argc, char **argv)
     } else {
         ckpt_file view;
         if (random_model_build(&rm, &cfg, 1, &err) < 0 ||
-            ckpt_view(&view, rm.tensors, rm.n_tensors, "random", &err) < 0 || model_build(&m, &cfg, &view, &err) < 0)
+            ckpt_view(&view, rm.tensors, rm.n_tensors, "random", &err) < 0 ||
+            model_build_with(&m, &cfg, &view, &model_opts, &err) < 0)
             return fail("drawing a random model", &err);
         reset_peak_rss(); /* the drawing's peak is not the engine's */
         printf("(no --checkpoint: the random model's tensors stay in memory and count in RSS)\n");
@@ -410,8 +417,9 @@ int main(int argc, char **argv)
         forced[i] = 1000 + (int)(rng_next(&r) % (uint64_t)(V - 1000));
 
     const double peak = fma_peak(threads);
-    printf("radcap engine, full model, %d thread(s), gemm backend %s; FMA peak %.1f GFLOP/s (%.1f per thread)\n",
-           threads, gemm_backend_name(), peak, peak / threads);
+    printf("radcap engine, full model, %d thread(s), gemm backend %s, decoder weights %s; FMA peak %.1f GFLOP/s "
+           "(%.1f per thread)\n",
+           threads, gemm_backend_name(), gemm_precision_name(model_opts.decoder_precision), peak, peak / threads);
     printf("figures: median of runs of ~%.1f s in all (best run in brackets)\n\n", seconds);
     const double flop_image40 = caption_flops(&m, FORCED_TOKENS);
     printf("model: %.2f GFLOP ResNet + %.2f GFLOP vis_proj/graph/cross keys-values + %.1f MFLOP per token "
@@ -438,6 +446,7 @@ int main(int argc, char **argv)
     size_t json_len = 0;
     f.json[0] = open_memstream(&json_text, &json_len);
     put_text(&f, "backend", gemm_backend_name());
+    put_text(&f, "precision", gemm_precision_name(model_opts.decoder_precision));
     put(&f, "threads", threads);
     put(&f, "peak_gflops", peak);
     put(&f, "peak_gflops_per_thread", peak / threads);

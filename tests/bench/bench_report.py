@@ -44,10 +44,12 @@ def main():
     ap.add_argument("files", nargs="+")
     args = ap.parse_args()
     merged = {}
-    for path in args.files:
+    for arg in args.files:
+        # PREFIX:path puts the file's keys under PREFIX (e.g. bf16_)
+        prefix, path = arg.split(":", 1) if ":" in arg and not os.path.exists(arg) else ("", arg)
         if os.path.exists(path):
             with open(path) as f:
-                merged.update(json.load(f))
+                merged.update({prefix + k: v for k, v in json.load(f).items()})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(merged, f, indent=1, sort_keys=True)
@@ -69,6 +71,13 @@ def main():
             if key in merged:
                 print(f"  {label:<40} {merged[key]:6.1f} GFLOP/s = {100 * merged[key] / merged['peak_gflops']:3.0f}% "
                       "of peak")
+    if "bf16_e2e_img_per_s" in merged:
+        print("\n--precision bf16 (decoder weights in bfloat16) against fp32:")
+        for label, key, unit, higher in ROWS:
+            ours, bf16 = merged.get(key), merged.get("bf16_" + key)
+            if ours and bf16 and key != "peak_rss_mb":
+                ratio = bf16 / ours if higher else ours / bf16
+                print(f"  {label:<40} {fmt(bf16, unit):>9} {ratio:6.2f}x fp32  {unit}")
     if "run_1proc_img_per_s" in merged:
         print(f"\nradcap run, {merged['run_images']} synthetic images (wall time, load and JPEG decoding included):")
         print(f"  1 process x {merged['run_1proc_threads']} threads      {merged['run_1proc_img_per_s']:6.2f} images/s")
