@@ -390,7 +390,10 @@ static void test_run_with_a_job_file(void **state)
     /* from another folder: the job's relative paths are its own folder's */
     snprintf(args, sizeof args, "run --job %s --threads 1 --batch 3 --evaluate", job);
     char cmd[9400];
-    snprintf(cmd, sizeof cmd, "cd / && %s %s >%s/stdout.txt 2>%s/stderr.txt", tu_radcap_bin(), args, dir, dir);
+    char *radcap_abs = realpath(tu_radcap_bin(), NULL);
+    assert_non_null(radcap_abs);
+    snprintf(cmd, sizeof cmd, "cd / && %s %s >%s/stdout.txt 2>%s/stderr.txt", radcap_abs, args, dir, dir);
+    free(radcap_abs);
     assert_int_equal(tu_run(cmd), 0);
     char db[4300];
     snprintf(db, sizeof db, "%s/first.db", dir);
