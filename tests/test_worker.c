@@ -57,7 +57,10 @@ static int setup(void **state)
     rc_error err = {{0}};
     if (img_system_init("test_worker", &err) < 0 || cfg_load(&S.cfg, TINY "/config.json", &err) < 0)
         fail_msg("%s", err.msg);
-    snprintf(S.dir, sizeof S.dir, "%s", tu_mkdtemp("worker"));
+    char *dir = tu_mkdtemp("worker");
+    assert_non_null(dir);
+    snprintf(S.dir, sizeof S.dir, "%s", dir);
+    free(dir);
     snprintf(S.vocab, sizeof S.vocab, "%s/vocab.txt", S.dir);
     assert_int_equal(tu_write_synthetic_vocab(S.vocab, S.cfg.vocab_size), 0);
     char cmd[8400];
