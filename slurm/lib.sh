@@ -253,6 +253,17 @@ rj_requeue_if_warned() {
   rj_say "scontrol requeue failed (was the job submitted with --no-requeue?); submit the same job again to continue"
 }
 
+# rj_log_pattern PATH: this job's log file name as a pattern for the next
+# job: the last occurrence of the job's number in the file's own name
+# becomes %j (the folder is kept as it is, even if the number appears in it).
+rj_log_pattern() {
+  local dir base
+  dir=$(dirname -- "$1")
+  base=$(basename -- "$1")
+  base=$(sed "s/\(.*\)$SLURM_JOB_ID/\1%j/" <<<"$base")
+  echo "$dir/$base"
+}
+
 # rj_resubmit SCRIPT BEGIN ARGS...: submits SCRIPT ARGS... again with
 # sbatch --begin=BEGIN and the resources of this job (nodes, tasks, CPUs per
 # task, memory, time limit, partition, account, job name, log file pattern,
@@ -279,8 +290,8 @@ rj_resubmit() {
   out=$(sed -n 's/^ *StdOut=//p' <<<"$info")
   err=$(sed -n 's/^ *StdErr=//p' <<<"$info")
   # the log's name pattern: this job's number becomes %j again
-  [ -z "$out" ] || opts+=(--output="${out//$SLURM_JOB_ID/%j}")
-  [ -z "$err" ] || [ "$err" = "$out" ] || opts+=(--error="${err//$SLURM_JOB_ID/%j}")
+  [ -z "$out" ] || opts+=(--output="$(rj_log_pattern "$out")")
+  [ -z "$err" ] || [ "$err" = "$out" ] || opts+=(--error="$(rj_log_pattern "$err")")
   # shellcheck disable=SC2206
   [ -z "${NIGHTLY_SBATCH_ARGS:-}" ] || opts+=($NIGHTLY_SBATCH_ARGS)
 
