@@ -258,6 +258,20 @@ static int parse(int argc, char **argv, job_settings *s, int *check_only)
     return -1;
 }
 
+/* The model configuration in force: the card's or --config's, with
+ * max_length applied. */
+static int model_config(const job_settings *c, cfg_model *cfg, rc_error *err)
+{
+    cfg_default(cfg);
+    if (c->config_path && cfg_load(cfg, c->config_path, err) < 0)
+        return -1;
+    if (c->max_length > cfg->max_positions)
+        return rc_fail(err, "max_length %d exceeds the model's %d positions", c->max_length, cfg->max_positions);
+    if (c->max_length > 0)
+        cfg->max_len = c->max_length;
+    return 0;
+}
+
 /* --check: the settings and the files they name, without running: the
  * model configuration loads, the inputs are readable and the database can
  * be written. Prints the effective settings; returns the exit status. */
@@ -265,10 +279,7 @@ static int check_settings(const job_settings *c)
 {
     rc_error err = {{0}};
     cfg_model cfg;
-    cfg_default(&cfg);
-    int failed = c->config_path && cfg_load(&cfg, c->config_path, &err) < 0;
-    if (!failed && c->max_length > cfg.max_positions)
-        failed = rc_fail(&err, "max_length %d exceeds the model's %d positions", c->max_length, cfg.max_positions) < 0;
+    int failed = model_config(c, &cfg, &err) < 0;
     const sched_run_options *o = &c->run;
     const struct {
         const char *key, *path;
@@ -426,15 +437,7 @@ int cmd_run(int argc, char **argv)
     gemm_init();
 
     c.run.config_path = c.config_path;
-    cfg_default(&c.run.cfg);
-    int failed = c.config_path && cfg_load(&c.run.cfg, c.config_path, &err) < 0;
-    if (!failed && c.max_length > 0) {
-        if (c.max_length > c.run.cfg.max_positions)
-            failed = rc_fail(&err, "max_length %d exceeds the model's %d positions", c.max_length,
-                             c.run.cfg.max_positions) < 0;
-        else
-            c.run.cfg.max_len = c.max_length;
-    }
+    int failed = model_config(&c, &c.run.cfg, &err) < 0;
     char *settings_text = NULL;
     if (!failed && is_master) {
         cJSON *settings = job_settings_json(&c);
