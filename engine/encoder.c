@@ -14,35 +14,47 @@ enum { ENC_GROUP = 8 };
 typedef struct enc_scratch {
     float *cur, *next;   /* block input / output: (group, h, w, c) */
     float *t1, *t2, *sc; /* reduce, spatial and shortcut outputs */
-    float *cols;         /* im2col patches: (group, oh * ow, k * k * c_in) */
+    float *padded;       /* a padded convolution's input: (group, h + 2 pad, w + 2 pad, c_in) */
 } enc_scratch;
 
 /* Applies one convolution to `batch` NHWC images x (h, w, c_in) giving y
- * (oh, ow, c_out), with the epilogue (residual add, ReLU) fused. */
-static void conv_forward(const conv_layer *cv, int batch, int h, int w, const float *x, float *y, float *cols,
+ * (oh, ow, c_out), with the epilogue (residual add, ReLU) fused. A padded
+ * one reads a padded copy of x (`padded`: far smaller than the patches). */
+static void conv_forward(const conv_layer *cv, int batch, int h, int w, const float *x, float *y, float *padded,
                          const gemm_epilogue *ep)
 {
-    const int oh = ops_conv_out(h, cv->kernel, cv->stride, cv->pad);
-    const int ow = ops_conv_out(w, cv->kernel, cv->stride, cv->pad);
-    const int rows = batch * oh * ow;
     if (cv->kernel == 1 && cv->stride == 1) {
-        gemm_linear(&cv->gemm, rows, x, cv->c_in, y, cv->c_out, ep);
+        gemm_linear(&cv->gemm, batch * h * w, x, cv->c_in, y, cv->c_out, ep);
         return;
     }
-    const size_t in_image = (size_t)h * w * cv->c_in, cols_image = (size_t)oh * ow * cv->gemm.n_in;
+    if (cv->pad > 0) {
+        const int hp = h + 2 * cv->pad, wp = w + 2 * cv->pad;
+        const size_t in_image = (size_t)h * w * cv->c_in, padded_image = (size_t)hp * wp * cv->c_in;
 #pragma omp parallel for schedule(static)
-    for (int b = 0; b < batch; b++)
-        ops_im2col(x + b * in_image, h, w, cv->c_in, cv->kernel, cv->stride, cv->pad, cols + b * cols_image);
-    gemm_linear(&cv->gemm, rows, cols, cv->gemm.n_in, y, cv->c_out, ep);
+        for (int b = 0; b < batch; b++)
+            ops_pad(x + b * in_image, h, w, cv->c_in, cv->pad, padded + b * padded_image);
+        x = padded;
+        h = hp;
+        w = wp;
+    }
+    const gemm_conv conv = {.x = x, .batch = batch, .h = h, .w = w, .c_in = cv->c_in, .kernel = cv->kernel,
+                            .stride = cv->stride};
+    gemm_conv2d(&cv->gemm, &conv, y, cv->c_out, ep);
 }
 
-/* Largest activation and im2col buffer, per image, over the network. */
-static void scratch_sizes(const captioner *m, size_t *act, size_t *cols)
+/* Padded input of a convolution over side x side pixels (0 when unpadded). */
+static size_t padded_size(const conv_layer *cv, int side)
+{
+    return cv->pad > 0 ? (size_t)(side + 2 * cv->pad) * (side + 2 * cv->pad) * cv->c_in : 0;
+}
+
+/* Largest activation and padded input, per image, over the network. */
+static void scratch_sizes(const captioner *m, size_t *act, size_t *padded)
 {
     const cfg_model *c = &m->cfg;
+    *padded = padded_size(&m->stem, c->image_size);
     int side = ops_conv_out(c->image_size, 7, 2, 3);
     *act = (size_t)side * side * c->embedding_size;
-    *cols = (size_t)side * side * m->stem.gemm.n_in;
     size_t input = (size_t)c->image_size * c->image_size * c->num_channels;
     *act = *act > input ? *act : input;
     side = ops_conv_out(side, 3, 2, 1);
@@ -50,15 +62,10 @@ static void scratch_sizes(const captioner *m, size_t *act, size_t *cols)
         const bottleneck *blk = &m->blocks[b];
         const int out_side = ops_conv_out(side, 3, blk->spatial.stride, 1);
         const size_t sizes[3] = {(size_t)side * side * blk->reduce.c_out,
-                                 (size_t)out_side * out_side * blk->expand.c_out,
-                                 (size_t)out_side * out_side * blk->spatial.gemm.n_in};
+                                 (size_t)out_side * out_side * blk->expand.c_out, padded_size(&blk->spatial, side)};
         *act = sizes[0] > *act ? sizes[0] : *act;
         *act = sizes[1] > *act ? sizes[1] : *act;
-        *cols = sizes[2] > *cols ? sizes[2] : *cols;
-        if (blk->has_shortcut && blk->shortcut.stride != 1) {
-            const size_t sc_cols = (size_t)out_side * out_side * blk->shortcut.gemm.n_in;
-            *cols = sc_cols > *cols ? sc_cols : *cols;
-        }
+        *padded = sizes[2] > *padded ? sizes[2] : *padded;
         side = out_side;
     }
 }
@@ -75,7 +82,7 @@ static void resnet_forward(const captioner *m, int group, const float *images, e
         ops_chw_to_hwc(images + b * image_floats, c->num_channels, size, size, s->next + b * image_floats);
 
     const gemm_epilogue relu = {.relu = 1};
-    conv_forward(&m->stem, group, size, size, s->next, s->t1, s->cols, &relu);
+    conv_forward(&m->stem, group, size, size, s->next, s->t1, s->padded, &relu);
     int side = ops_conv_out(size, 7, 2, 3);
     const int pooled = ops_conv_out(side, 3, 2, 1);
     const size_t stem_image = (size_t)side * side * c->embedding_size;
@@ -88,15 +95,15 @@ static void resnet_forward(const captioner *m, int group, const float *images, e
     for (int i = 0; i < m->n_blocks; i++) {
         const bottleneck *blk = &m->blocks[i];
         const int out_side = ops_conv_out(side, 3, blk->spatial.stride, 1);
-        conv_forward(&blk->reduce, group, side, side, s->cur, s->t1, s->cols, &relu);
-        conv_forward(&blk->spatial, group, side, side, s->t1, s->t2, s->cols, &relu);
+        conv_forward(&blk->reduce, group, side, side, s->cur, s->t1, s->padded, &relu);
+        conv_forward(&blk->spatial, group, side, side, s->t1, s->t2, s->padded, &relu);
         const float *residual = s->cur;
         if (blk->has_shortcut) {
-            conv_forward(&blk->shortcut, group, side, side, s->cur, s->sc, s->cols, NULL);
+            conv_forward(&blk->shortcut, group, side, side, s->cur, s->sc, s->padded, NULL);
             residual = s->sc;
         }
         const gemm_epilogue add_relu = {.residual = residual, .ld_residual = blk->expand.c_out, .relu = 1};
-        conv_forward(&blk->expand, group, out_side, out_side, s->t2, s->next, s->cols, &add_relu);
+        conv_forward(&blk->expand, group, out_side, out_side, s->t2, s->next, s->padded, &add_relu);
         float *swap = s->cur;
         s->cur = s->next;
         s->next = swap;
@@ -131,11 +138,11 @@ int enc_forward(const captioner *m, int batch, const float *images, const enc_ou
     const cfg_model *c = &m->cfg;
     const int L = cfg_memory_tokens(c), dim = c->embed_dim, channels = c->hidden_sizes[c->n_stages - 1];
     const int group_max = batch < ENC_GROUP ? batch : ENC_GROUP;
-    size_t act, cols;
-    scratch_sizes(m, &act, &cols);
+    size_t act, padded;
+    scratch_sizes(m, &act, &padded);
     enc_scratch s;
     float *buffers[6];
-    const size_t floats[6] = {act, act, act, act, act, cols};
+    const size_t floats[6] = {act, act, act, act, act, padded};
     int ok = 1;
     for (int i = 0; i < 6; i++)
         ok &= (buffers[i] = malloc(sizeof(float) * floats[i] * group_max)) != NULL;

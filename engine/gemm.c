@@ -250,10 +250,14 @@ typedef struct gemm_call {
     const gemm_ukernel *kernel; /* NULL: cblas */
     const float *packed;        /* float panels of W (NULL in bf16, or for cblas on unpacked weights) */
     const uint16_t *packed_bf16; /* bfloat16 panels of W, or NULL: not bf16 */
-    float *scratch;             /* cblas on bf16 panels: (threads, n_in, GEMM_PANEL), one widened panel
-                                 * per thread; else NULL */
-    const float *x;
+    float *scratch;             /* cblas only: per thread, scratch_floats floats: a widened panel
+                                 * (n_in, GEMM_PANEL) on bf16 panels, then a tile's patch rows
+                                 * (tile_m, n_in) for a convolution; else NULL */
+    size_t scratch_floats;
+    const float *x;             /* dense x: (m, ldx); NULL for a convolution */
     size_t ldx;
+    const gemm_conv *conv;      /* the convolution whose patches are x, or NULL */
+    int k_span;                 /* columns of x contiguous in memory: n_in, or one window row */
     float *y;
     size_t ldy;
     const gemm_epilogue *ep;    /* or NULL */
@@ -263,6 +267,27 @@ typedef struct gemm_call {
     int tile_m, tile_panels;    /* tile size in rows and in panels */
     int tiles_n;
 } gemm_call;
+
+/* Row i of x at column k, k inside a run of k_span contiguous columns. */
+static const float *row_at(const gemm_call *call, int i, int k)
+{
+    const gemm_conv *cv = call->conv;
+    if (!cv)
+        return call->x + (size_t)i * call->ldx + k;
+    const int out_h = (cv->h - cv->kernel) / cv->stride + 1, out_w = (cv->w - cv->kernel) / cv->stride + 1;
+    const int image = i / (out_h * out_w), pixel = i % (out_h * out_w);
+    const int ky = k / call->k_span, offset = k % call->k_span;
+    const int iy = pixel / out_w * cv->stride + ky, ix = pixel % out_w * cv->stride;
+    return cv->x + (((size_t)image * cv->h + iy) * cv->w + ix) * cv->c_in + offset;
+}
+
+/* rows[r] = row_at(i + r, k) for the `rows` rows of a block, repeating the
+ * last one up to GEMM_MR_MAX (a kernel may read them all to prefetch). */
+static void block_rows_at(const gemm_call *call, int i, int rows, int k, const float *out[GEMM_MR_MAX])
+{
+    for (int r = 0; r < GEMM_MR_MAX; r++)
+        out[r] = r < rows ? row_at(call, i + r, k) : out[rows - 1];
+}
 
 static void tile_bounds(const gemm_call *call, int t, int *m0, int *m1, int *p0, int *p1)
 {
@@ -286,14 +311,18 @@ static void kernel_tile(const gemm_call *call, int t)
     tile_bounds(call, t, &m0, &m1, &p0, &p1);
     int k0 = 0;
     do {
-        const int kc = K - k0 < call->k_block ? K - k0 : call->k_block;
-        gemm_block g = {.lda = call->ldx, .panel_stride = (size_t)K * GEMM_PANEL, .kc = kc, .ldc = call->ldy,
+        /* a K block never crosses the end of a contiguous run (a window row) */
+        const int run_end = (k0 / call->k_span + 1) * call->k_span;
+        const int kc = run_end - k0 < call->k_block ? run_end - k0 : call->k_block;
+        gemm_block g = {.panel_stride = (size_t)K * GEMM_PANEL, .kc = kc, .ldc = call->ldy,
                         .first = k0 == 0, .last = k0 + kc == K,
                         .ld_residual = residual ? (size_t)ep->ld_residual : 0, .relu = ep ? ep->relu : 0};
         for (int i = m0; i < m1; i += mr_max) {
             g.mr = m1 - i < mr_max ? m1 - i : mr_max;
-            g.a = call->x + (size_t)i * call->ldx + k0;
-            g.a_next = i + mr_max < m1 ? g.a + (size_t)mr_max * call->ldx : NULL;
+            block_rows_at(call, i, g.mr, k0, g.a);
+            g.prefetch = i + mr_max < m1;
+            if (g.prefetch)
+                block_rows_at(call, i + mr_max, m1 - i - mr_max < mr_max ? m1 - i - mr_max : mr_max, k0, g.a_next);
             for (int p = p0; p < p1; p += step) {
                 const int j0 = p * GEMM_PANEL, j1 = (p + step < p1 ? p + step : p1) * GEMM_PANEL;
                 const size_t at = ((size_t)p * K + k0) * GEMM_PANEL;
@@ -318,15 +347,25 @@ static void cblas_tile(const gemm_call *call, int t)
     const int k = w->n_in, mt = m1 - m0, j0 = p0 * GEMM_PANEL;
     const int j1 = p1 * GEMM_PANEL < w->n_out ? p1 * GEMM_PANEL : w->n_out;
     float *yt = call->y + (size_t)m0 * call->ldy + j0;
-    const float *xt = call->x + (size_t)m0 * call->ldx;
+    float *scratch = call->scratch ? call->scratch + (size_t)omp_get_thread_num() * call->scratch_floats : NULL;
+    const float *xt = call->x ? call->x + (size_t)m0 * call->ldx : NULL;
+    size_t ldx = call->ldx;
+    if (call->conv) { /* sgemm needs the tile's patch rows as a matrix */
+        float *patches = scratch + (call->packed_bf16 ? (size_t)k * GEMM_PANEL : 0);
+        for (int i = 0; i < mt; i++)
+            for (int k0 = 0; k0 < k; k0 += call->k_span)
+                memcpy(patches + (size_t)i * k + k0, row_at(call, m0 + i, k0), sizeof(float) * call->k_span);
+        xt = patches;
+        ldx = (size_t)k;
+    }
     for (int i = 0; i < mt; i++)
         for (int j = j0; j < j1; j++)
             yt[(size_t)i * call->ldy + j - j0] = w->bias ? w->bias[j] : 0.0f;
     if (k > 0 && w->w && !call->packed_bf16) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mt, j1 - j0, k, 1.0f, xt, (int)call->ldx,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mt, j1 - j0, k, 1.0f, xt, (int)ldx,
                     w->w + (size_t)j0 * k, k, 1.0f, yt, (int)call->ldy);
     } else if (k > 0) { /* from the packed panels (in bf16 the weights are theirs): each is a (k, 32) matrix */
-        float *widened = call->scratch ? call->scratch + (size_t)omp_get_thread_num() * k * GEMM_PANEL : NULL;
+        float *widened = scratch;
         for (int p = p0; p < p1; p++) {
             const int cols = w->n_out - p * GEMM_PANEL < GEMM_PANEL ? w->n_out - p * GEMM_PANEL : GEMM_PANEL;
             const float *panel = call->packed + (size_t)p * k * GEMM_PANEL;
@@ -334,7 +373,7 @@ static void cblas_tile(const gemm_call *call, int t)
                 widen_panel(call->packed_bf16 + (size_t)p * k * GEMM_PANEL, k, widened);
                 panel = widened;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mt, cols, k, 1.0f, xt, (int)call->ldx, panel,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mt, cols, k, 1.0f, xt, (int)ldx, panel,
                         GEMM_PANEL, 1.0f, yt + (p - p0) * GEMM_PANEL, (int)call->ldy);
         }
     }
@@ -376,7 +415,7 @@ static void scalar_product(const gemm_call *call, int m)
         for (int j = 0; j < w->n_out; j++) {
             float s = 0.0f;
             for (int k = 0; k < w->n_in; k++)
-                s = fmaf(call->x[(size_t)i * call->ldx + k], weight_at(call, j, k), s);
+                s = fmaf(*row_at(call, i, k), weight_at(call, j, k), s);
             if (w->bias)
                 s = s + w->bias[j];
             if (ep && ep->residual)
@@ -387,16 +426,18 @@ static void scalar_product(const gemm_call *call, int m)
         }
 }
 
-void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y, int ldy,
-                 const gemm_epilogue *epilogue)
+/* The product of gemm_linear and gemm_conv2d: `call` has w, x or conv,
+ * k_span, y, ldy and ep set; m rows. */
+static void product(gemm_call call, int m)
 {
+    const gemm_weights *w = call.w;
     const int n = w->n_out, k = w->n_in;
     if (m <= 0 || n <= 0)
         return;
     const int backend = current_backend(), bf16 = w->precision == GEMM_BF16;
-    gemm_call call = {.w = w, .kernel = backend_kernels[backend], .packed = bf16 ? NULL : w->packed,
-                      .packed_bf16 = bf16 ? w->packed_bf16 : NULL, .x = x, .ldx = (size_t)ldx, .y = y,
-                      .ldy = (size_t)ldy, .ep = epilogue};
+    call.kernel = backend_kernels[backend];
+    call.packed = bf16 ? NULL : w->packed;
+    call.packed_bf16 = bf16 ? w->packed_bf16 : NULL;
     /* unpacked weights: packed for the call (the kernels read only panels, and
      * in bf16 the panels hold the rounded weights every backend multiplies) */
     gemm_weights temporary = *w;
@@ -411,21 +452,14 @@ void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y
         call.packed = temporary.packed;
         call.packed_bf16 = temporary.packed_bf16;
     }
-    const int k_blocks = (k + K_BLOCK - 1) / K_BLOCK;
-    call.k_block = k_blocks ? (k + k_blocks - 1) / k_blocks : 0;
+    /* K blocks: equal parts of each contiguous run, none over K_BLOCK */
+    const int k_blocks = (call.k_span + K_BLOCK - 1) / K_BLOCK;
+    call.k_block = k > 0 ? (call.k_span + k_blocks - 1) / k_blocks : 0;
 
     /* Tiles: rows in equal multiples of the kernel's block height; panels
      * as many as keep the tile's slice of W within L2, then fewer until
      * every thread has a few tiles to take. */
     const int threads = omp_in_parallel() || (double)m * n * k < PARALLEL_MIN_MACS ? 1 : omp_get_max_threads();
-    if (!call.kernel && call.packed_bf16) {
-        call.scratch = malloc(sizeof(float) * ((size_t)threads * k * GEMM_PANEL + 1));
-        if (!call.scratch) {
-            scalar_product(&call, m);
-            gemm_unpack(&temporary);
-            return;
-        }
-    }
     const int mr = call.kernel ? call.kernel->mr_max : 1;
     call.m = m;
     call.panels = n_panels(n);
@@ -433,6 +467,16 @@ void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y
     call.tile_m = (m + tiles_m - 1) / tiles_m;
     call.tile_m = (call.tile_m + mr - 1) / mr * mr;
     tiles_m = (m + call.tile_m - 1) / call.tile_m;
+    if (!call.kernel && (call.packed_bf16 || call.conv)) {
+        call.scratch_floats = (call.packed_bf16 ? (size_t)k * GEMM_PANEL : 0) +
+                              (call.conv ? (size_t)call.tile_m * k : 0);
+        call.scratch = malloc(sizeof(float) * ((size_t)threads * call.scratch_floats + 1));
+        if (!call.scratch) {
+            scalar_product(&call, m);
+            gemm_unpack(&temporary);
+            return;
+        }
+    }
     const size_t element = call.packed_bf16 ? sizeof(uint16_t) : sizeof(float);
     const int fit = TILE_W_BYTES / (int)((call.k_block > 0 ? call.k_block : 1) * GEMM_PANEL * element);
     call.tile_panels = fit < 1 ? 1 : fit < TILE_PANELS ? fit : TILE_PANELS;
@@ -454,4 +498,26 @@ void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y
     }
     free(call.scratch);
     gemm_unpack(&temporary); /* packed for this call, if it was */
+}
+
+void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y, int ldy,
+                 const gemm_epilogue *epilogue)
+{
+    product((gemm_call){.w = w, .x = x, .ldx = (size_t)ldx, .k_span = w->n_in > 0 ? w->n_in : 1, .y = y,
+                        .ldy = (size_t)ldy, .ep = epilogue},
+            m);
+}
+
+int gemm_conv_out(int in, int kernel, int stride)
+{
+    return (in - kernel) / stride + 1;
+}
+
+void gemm_conv2d(const gemm_weights *w, const gemm_conv *conv, float *y, int ldy, const gemm_epilogue *epilogue)
+{
+    const int m = conv->batch * gemm_conv_out(conv->h, conv->kernel, conv->stride) *
+                  gemm_conv_out(conv->w, conv->kernel, conv->stride);
+    product((gemm_call){.w = w, .conv = conv, .k_span = conv->kernel * conv->c_in > 0 ? conv->kernel * conv->c_in : 1,
+                        .y = y, .ldy = (size_t)ldy, .ep = epilogue},
+            m);
 }

@@ -1,6 +1,6 @@
 /* gemm.h: the engine's one matrix-product interface.
  *
- * Every dense layer of the model (convolutions after im2col, linear layers,
+ * Every dense layer of the model (convolutions, read in place by gemm_conv2d; linear layers,
  * attention projections, fc_out) is y = x W^T + b, with W stored the way
  * PyTorch stores nn.Linear weights: (n_out, n_in), row-major. Keeping one
  * entry point means a faster backend changes one module, not the model.
@@ -86,6 +86,30 @@ typedef struct gemm_epilogue {
  * thread alone. */
 void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y, int ldy,
                  const gemm_epilogue *epilogue);
+
+/* A convolution's input, read as the x of gemm_linear without building that
+ * matrix of patches (an implicit GEMM: im2col's copy, nine times the
+ * image for a 3x3 window, never exists). Row i of x is output pixel i of
+ * the (batch, out_h, out_w) output in row-major order; its kernel * kernel
+ * * c_in elements are the window's pixels in (ky, kx, c) order, so W is a
+ * PyTorch convolution weight permuted to (c_out, kh, kw, c_in). The image
+ * is read as it is: any padding must already be in it (ops_pad). */
+typedef struct gemm_conv {
+    const float *x;        /* (batch, h, w, c_in), channels-last, padding included */
+    int batch, h, w, c_in; /* as stored */
+    int kernel, stride;    /* square window, step */
+} gemm_conv;
+
+/* Output side of a window of `kernel` moved by `stride` over `in` pixels
+ * (no padding: it is in the image). */
+int gemm_conv_out(int in, int kernel, int stride);
+
+/* The convolution conv with weights w (n_in = kernel * kernel * c_in):
+ * y (batch * out_h * out_w, ldy), channels-last, epilogue as gemm_linear's
+ * (the residual is indexed by output pixel). Every element is bit for bit
+ * what gemm_linear gives on the explicit patch matrix: gemm.h's
+ * determinism holds. m = 0 or c_in = 0 follow gemm_linear too. */
+void gemm_conv2d(const gemm_weights *w, const gemm_conv *conv, float *y, int ldy, const gemm_epilogue *epilogue);
 
 /* Makes w->packed (or w->packed_bf16, as w->precision says) from w->w
  * (call once, at load; a second call keeps what is there, and a packed copy

@@ -19,11 +19,17 @@
 
 #include "gemm.h"
 
+/* Most rows any micro-kernel takes per block. */
+enum { GEMM_MR_MAX = 8 };
+
 typedef struct gemm_block {
-    const float *a;        /* x at (row i0, column k0): (mr, lda) */
-    size_t lda;            /* row stride of a, in floats */
-    const float *a_next;   /* the next block's a (same lda, kc and mr_max rows), to
-                            * prefetch while this one computes; or NULL */
+    /* Rows by pointer, not by a stride: a convolution's patch rows are
+     * windows of its input image (gemm_conv2d), not rows of one matrix. */
+    const float *a[GEMM_MR_MAX];      /* row r of x at column k0 (kc floats), r < mr */
+    const float *a_next[GEMM_MR_MAX]; /* the next block's rows at k0 (all mr_max of them,
+                                       * repeated if it has fewer), to prefetch while this
+                                       * one computes; valid when prefetch is 1 */
+    int prefetch;          /* 1: a_next holds rows */
     const void *b;         /* first packed panel at k0: (kc, GEMM_PANEL) floats, or bfloat16
                             * for run_bf16; 64-byte aligned */
     size_t panel_stride;   /* elements from one panel to the next (n_in * GEMM_PANEL) */

@@ -292,7 +292,7 @@ typedef struct fold_buffers {
 
 /* Folds a convolution's BatchNorm (eval mode) into its weights:
  * w' = w * gamma / sqrt(var + eps), b' = beta - mean * gamma / sqrt(var + eps),
- * reordering w from (c_out, c_in, k, k) to (c_out, k, k, c_in) for im2col,
+ * reordering w from (c_out, c_in, k, k) to (c_out, k, k, c_in) for gemm_conv2d,
  * then packs w' (the packed panels are all the products read: gemm.w is
  * left NULL). */
 static int conv_from(captioner *m, conv_layer *conv, const char *prefix, int c_in, int c_out, int kernel,

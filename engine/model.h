@@ -4,7 +4,7 @@
  * configuration (every expected tensor present with its dtype and shape, no
  * unexpected ones: all problems reported by name at once), folds each
  * BatchNorm into its convolution and lays convolution weights out for
- * channels-last im2col. Every matrix product's weights are then packed for
+ * channels-last windows (gemm_conv2d). Every matrix product's weights are then packed for
  * gemm.h; the folded convolution weights are not kept, and the mapping's
  * pages are handed back once packed, so the resident model is the packed
  * weights plus what is read from the file as it is (embeddings, biases,

@@ -10,31 +10,19 @@ int ops_conv_out(int in, int kernel, int stride, int pad)
     return (in + 2 * pad - kernel) / stride + 1;
 }
 
-void ops_im2col(const float *x, int h, int w, int c, int kernel, int stride, int pad, float *cols)
+void ops_pad(const float *x, int h, int w, int c, int pad, float *y)
 {
-    const int oh = ops_conv_out(h, kernel, stride, pad), ow = ops_conv_out(w, kernel, stride, pad);
-    const size_t row_len = (size_t)kernel * kernel * c;
-    for (int oy = 0; oy < oh; oy++)
-        for (int ox = 0; ox < ow; ox++) {
-            float *dst = cols + ((size_t)oy * ow + ox) * row_len;
-            /* a kernel row's taps are neighbouring pixels, contiguous in
-             * NHWC: one copy per kernel row (a call per tap made im2col
-             * 6% of the encoder, for the stem's 3 channels) */
-            const int ix0 = ox * stride - pad;
-            const int lo = ix0 >= 0 ? 0 : -ix0 < kernel ? -ix0 : kernel; /* taps left of the image */
-            int hi = w - ix0 < kernel ? w - ix0 : kernel;                /* the first tap right of it */
-            hi = hi > lo ? hi : lo;
-            for (int ky = 0; ky < kernel; ky++, dst += (size_t)kernel * c) {
-                const int iy = oy * stride - pad + ky;
-                if (iy < 0 || iy >= h) {
-                    memset(dst, 0, sizeof(float) * kernel * c);
-                    continue;
-                }
-                memset(dst, 0, sizeof(float) * lo * c);
-                memcpy(dst + (size_t)lo * c, x + ((size_t)iy * w + ix0 + lo) * c, sizeof(float) * (hi - lo) * c);
-                memset(dst + (size_t)hi * c, 0, sizeof(float) * (kernel - hi) * c);
-            }
-        }
+    const int wp = w + 2 * pad;
+    const size_t row = (size_t)w * c, border = (size_t)pad * c;
+    memset(y, 0, sizeof(float) * ((size_t)pad * wp * c + border));
+    y += (size_t)pad * wp * c + border;
+    for (int iy = 0; iy < h; iy++, y += row + 2 * border) {
+        memcpy(y, x + iy * row, sizeof(float) * row);
+        /* the right border of this row and the left one of the next */
+        memset(y + row, 0, sizeof(float) * (iy + 1 < h ? 2 * border : border + (size_t)pad * wp * c));
+    }
+    if (h == 0)
+        memset(y - border, 0, sizeof(float) * ((size_t)pad * wp * c));
 }
 
 void ops_maxpool(const float *x, int h, int w, int c, int kernel, int stride, int pad, float *y)

@@ -12,10 +12,10 @@
 /* Output side of a convolution or pooling window over `in` pixels. */
 int ops_conv_out(int in, int kernel, int stride, int pad);
 
-/* Gathers the kernel x kernel patches of one NHWC image x (h, w, c) into
- * cols (oh * ow, kernel * kernel * c), patch elements ordered (ky, kx, c);
- * pixels outside the image are 0. */
-void ops_im2col(const float *x, int h, int w, int c, int kernel, int stride, int pad, float *cols);
+/* Copies one NHWC image x (h, w, c) into y (h + 2 pad, w + 2 pad, c),
+ * inside a border of zeros `pad` pixels wide: the image a padded
+ * convolution reads (gemm_conv2d). */
+void ops_pad(const float *x, int h, int w, int c, int pad, float *y);
 
 /* Max-pooling of one NHWC image x (h, w, c) into y (oh, ow, c); padding
  * never wins (as PyTorch pads with -inf). */

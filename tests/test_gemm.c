@@ -216,6 +216,80 @@ static void test_backends_on_odd_shapes(void **state)
     use_backend("auto");
 }
 
+/* The patch matrix of a convolution written out (what gemm_conv2d reads
+ * in place): (batch * oh * ow, kernel * kernel * c_in), (ky, kx, c) order. */
+static float *explicit_patches(const gemm_conv *cv)
+{
+    const int oh = gemm_conv_out(cv->h, cv->kernel, cv->stride), ow = gemm_conv_out(cv->w, cv->kernel, cv->stride);
+    const size_t row = (size_t)cv->kernel * cv->kernel * cv->c_in;
+    float *cols = malloc(sizeof(float) * cv->batch * oh * ow * row);
+    assert_non_null(cols);
+    for (int b = 0; b < cv->batch; b++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++)
+                for (int ky = 0; ky < cv->kernel; ky++)
+                    for (int kx = 0; kx < cv->kernel; kx++)
+                        for (int c = 0; c < cv->c_in; c++)
+                            cols[(((size_t)b * oh + oy) * ow + ox) * row + ((size_t)ky * cv->kernel + kx) * cv->c_in + c] =
+                                cv->x[(((size_t)b * cv->h + oy * cv->stride + ky) * cv->w + ox * cv->stride + kx) * cv->c_in + c];
+    return cols;
+}
+
+/* gemm_conv2d gives, bit for bit, what gemm_linear gives on the explicit
+ * patches, on every backend and precision: windows of 1, 3 and 7, strides
+ * 1 and 2, one channel, the stem's 3, window rows longer than the K block
+ * (3 x 400 = 1200 > 1024), image sides the stride does not divide,
+ * batches whose rows cross the row tile (336), all epilogues, and y wider
+ * than the output (its padding untouched). */
+static void test_conv_is_the_patch_product(void **state)
+{
+    (void)state;
+    static const struct { int batch, h, w, c_in, n_out, kernel, stride; } cases[] = {
+        {2, 17, 15, 3, 64, 7, 2}, {3, 14, 14, 16, 33, 3, 1}, {1, 9, 8, 400, 40, 3, 1}, {2, 11, 11, 7, 70, 3, 2},
+        {3, 10, 9, 24, 31, 1, 2},  {1, 5, 5, 1, 1, 3, 1},    {4, 3, 3, 5, 9, 3, 1},
+    };
+    rng_state r;
+    rng_seed(&r, 23);
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        const int batch = cases[ci].batch, h = cases[ci].h, w = cases[ci].w, c_in = cases[ci].c_in;
+        const int n = cases[ci].n_out, kernel = cases[ci].kernel, stride = cases[ci].stride;
+        const int k = kernel * kernel * c_in, ldy = n + 3;
+        const int m = batch * gemm_conv_out(h, kernel, stride) * gemm_conv_out(w, kernel, stride);
+        float *x = random_floats(&r, (size_t)batch * h * w * c_in, 1.0);
+        float *weights = random_floats(&r, (size_t)n * k, 0.1), *bias = random_floats(&r, n, 1.0);
+        float *residual = random_floats(&r, (size_t)m * n, 1.0);
+        const gemm_conv conv = {.x = x, .batch = batch, .h = h, .w = w, .c_in = c_in, .kernel = kernel, .stride = stride};
+        float *cols = explicit_patches(&conv);
+        float *want = malloc(sizeof(float) * m * ldy), *got = malloc(sizeof(float) * m * ldy);
+        assert_non_null(want);
+        assert_non_null(got);
+        const gemm_epilogue ep = {.residual = ci % 2 ? residual : NULL, .ld_residual = n, .relu = ci % 3 != 0};
+        for (int pr = 0; pr < N_PRECISIONS; pr++) {
+            gemm_weights gw = {.n_out = n, .n_in = k, .w = weights, .bias = ci % 4 != 3 ? bias : NULL,
+                               .precision = precisions[pr]};
+            rc_error err = {{0}};
+            if (gemm_pack(&gw, &err) < 0)
+                fail_msg("%s", err.msg);
+            for (int be = 0; be < N_ALL; be++) {
+                if (!gemm_backend_supported(all_backends[be]))
+                    continue;
+                use_backend(all_backends[be]);
+                for (size_t i = 0; i < (size_t)m * ldy; i++)
+                    want[i] = got[i] = SENTINEL;
+                gemm_linear(&gw, m, cols, k, want, ldy, &ep);
+                gemm_conv2d(&gw, &conv, got, ldy, &ep);
+                for (size_t i = 0; i < (size_t)m * ldy; i++)
+                    if (memcmp(&want[i], &got[i], sizeof(float)) != 0)
+                        fail_msg("%s %s, case %zu: y[%zu, %zu] = %.9g, the patch product gives %.9g", all_backends[be],
+                                 gemm_precision_name(precisions[pr]), ci, i / ldy, i % ldy, got[i], want[i]);
+            }
+            gemm_unpack(&gw);
+        }
+        free(x), free(weights), free(bias), free(residual), free(cols), free(want), free(got);
+    }
+    use_backend("auto");
+}
+
 /* K = 0: y = epilogue(bias), the empty sum being 0. */
 static void test_empty_k(void **state)
 {
@@ -690,7 +764,7 @@ int main(void)
         cmocka_unit_test(test_environment_choice), /* first: before this process picks a backend */
         cmocka_unit_test(test_backend_selection),  cmocka_unit_test(test_packed_layout),
         cmocka_unit_test(test_empty_products),     cmocka_unit_test(test_empty_k),
-        cmocka_unit_test(test_residual_is_x),      cmocka_unit_test(test_backends_on_odd_shapes),
+        cmocka_unit_test(test_residual_is_x),      cmocka_unit_test(test_conv_is_the_patch_product),      cmocka_unit_test(test_backends_on_odd_shapes),
         cmocka_unit_test(test_determinism),        cmocka_unit_test(test_inside_parallel_region),
         cmocka_unit_test(test_bf16_rounding_cases), cmocka_unit_test(test_bf16_rounding_against_double),
         cmocka_unit_test(test_bf16_packed_layout), cmocka_unit_test(test_precision_names),

@@ -80,8 +80,9 @@ static void test_gemm_plain(void **state)
     expect_close(y, want, 4, 0);
 }
 
-/* Convolution as im2col + gemm against a direct 7-loop convolution. */
-static void test_conv_im2col(void **state)
+/* Convolution as the encoder runs it (ops_pad, then gemm_conv2d on the
+ * padded image) against a direct 7-loop convolution. */
+static void test_padded_conv(void **state)
 {
     (void)state;
     struct { int h, w, c_in, c_out, kernel, stride, pad; } cases[] = {
@@ -96,7 +97,9 @@ static void test_conv_im2col(void **state)
         float *x = random_floats(&r, (size_t)h * w * cin, 1.0);       /* (h, w, c_in) */
         float *wt = random_floats(&r, (size_t)cout * k * k * cin, 1.0); /* (c_out, k, k, c_in) */
         float *bias = random_floats(&r, cout, 1.0);
-        float *cols = malloc(sizeof(float) * oh * ow * k * k * cin), *y = malloc(sizeof(float) * oh * ow * cout);
+        const int hp = h + 2 * p, wp = w + 2 * p;
+        float *padded = malloc(sizeof(float) * hp * wp * cin), *y = malloc(sizeof(float) * oh * ow * cout);
+        memset(padded, 0x7f, sizeof(float) * hp * wp * cin); /* every element written, border included */
         double *ref = malloc(sizeof(double) * oh * ow * cout);
         for (int oy = 0; oy < oh; oy++)
             for (int ox = 0; ox < ow; ox++)
@@ -111,11 +114,20 @@ static void test_conv_im2col(void **state)
                             }
                     ref[(oy * ow + ox) * cout + o] = acc;
                 }
-        ops_im2col(x, h, w, cin, k, s, p, cols);
+        ops_pad(x, h, w, cin, p, padded);
+        for (int py = 0; py < hp; py++)
+            for (int px = 0; px < wp; px++)
+                for (int i = 0; i < cin; i++) {
+                    const int iy = py - p, ix = px - p, inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
+                    assert_true(padded[(py * wp + px) * cin + i] == (inside ? x[(iy * w + ix) * cin + i] : 0.0f));
+                }
         const gemm_weights gw = {.n_out = cout, .n_in = k * k * cin, .w = wt, .bias = bias};
-        gemm_linear(&gw, oh * ow, cols, k * k * cin, y, cout, NULL);
+        const gemm_conv conv = {.x = padded, .batch = 1, .h = hp, .w = wp, .c_in = cin, .kernel = k, .stride = s};
+        assert_int_equal(gemm_conv_out(hp, k, s), oh);
+        assert_int_equal(gemm_conv_out(wp, k, s), ow);
+        gemm_conv2d(&gw, &conv, y, cout, NULL);
         expect_close(y, ref, (size_t)oh * ow * cout, 1e-5);
-        free(x), free(wt), free(bias), free(cols), free(y), free(ref);
+        free(x), free(wt), free(bias), free(padded), free(y), free(ref);
     }
 }
 
@@ -256,7 +268,7 @@ int main(void)
     gemm_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_shapes), cmocka_unit_test(test_gemm_plain),
-        cmocka_unit_test(test_conv_im2col), cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_padded_conv), cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_roll_mean),
         cmocka_unit_test(test_attention),   cmocka_unit_test(test_argmax_and_clamp),
     };
