@@ -258,6 +258,7 @@ typedef struct gemm_call {
     size_t ldx;
     const gemm_conv *conv;      /* the convolution whose patches are x, or NULL */
     int k_span;                 /* columns of x contiguous in memory: n_in, or one window row */
+    size_t run_stride;          /* from one run of k_span columns to the next: an image row */
     float *y;
     size_t ldy;
     const gemm_epilogue *ep;    /* or NULL */
@@ -268,25 +269,28 @@ typedef struct gemm_call {
     int tiles_n;
 } gemm_call;
 
-/* Row i of x at column k, k inside a run of k_span contiguous columns. */
-static const float *row_at(const gemm_call *call, int i, int k)
+/* Row i of x at column 0. */
+static const float *row_start(const gemm_call *call, int i)
 {
     const gemm_conv *cv = call->conv;
     if (!cv)
-        return call->x + (size_t)i * call->ldx + k;
-    const int out_h = (cv->h - cv->kernel) / cv->stride + 1, out_w = (cv->w - cv->kernel) / cv->stride + 1;
+        return call->x + (size_t)i * call->ldx;
+    const int out_h = gemm_conv_out(cv->h, cv->kernel, cv->stride), out_w = gemm_conv_out(cv->w, cv->kernel, cv->stride);
     const int image = i / (out_h * out_w), pixel = i % (out_h * out_w);
-    const int ky = k / call->k_span, offset = k % call->k_span;
-    const int iy = pixel / out_w * cv->stride + ky, ix = pixel % out_w * cv->stride;
-    return cv->x + (((size_t)image * cv->h + iy) * cv->w + ix) * cv->c_in + offset;
+    const int iy = pixel / out_w * cv->stride, ix = pixel % out_w * cv->stride;
+    return cv->x + (((size_t)image * cv->h + iy) * cv->w + ix) * cv->c_in;
 }
 
-/* rows[r] = row_at(i + r, k) for the `rows` rows of a block, repeating the
- * last one up to GEMM_MR_MAX (a kernel may read them all to prefetch). */
-static void block_rows_at(const gemm_call *call, int i, int rows, int k, const float *out[GEMM_MR_MAX])
+/* Where column k of a row starting at `start` is: k_span columns are
+ * contiguous, the next k_span one run_stride further. */
+static const float *column_at(const gemm_call *call, const float *start, int k)
 {
-    for (int r = 0; r < GEMM_MR_MAX; r++)
-        out[r] = r < rows ? row_at(call, i + r, k) : out[rows - 1];
+    return start + (size_t)(k / call->k_span) * call->run_stride + k % call->k_span;
+}
+
+static const float *row_at(const gemm_call *call, int i, int k)
+{
+    return column_at(call, row_start(call, i), k);
 }
 
 static void tile_bounds(const gemm_call *call, int t, int *m0, int *m1, int *p0, int *p1)
@@ -309,20 +313,29 @@ static void kernel_tile(const gemm_call *call, int t)
     void (*const run)(const gemm_block *) = call->packed_bf16 ? call->kernel->run_bf16 : call->kernel->run;
     int m0, m1, p0, p1;
     tile_bounds(call, t, &m0, &m1, &p0, &p1);
+    /* where the tile's rows start, found once (for a convolution, a few
+     * divisions a row: per block and K block they showed in profiles) */
+    const float *starts[TILE_ROWS + GEMM_MR_MAX];
+    for (int i = m0; i < m1; i++)
+        starts[i - m0] = row_start(call, i);
+    /* K blocks of whole runs, or parts of one run (gemm_linear's choice) */
+    const int whole_runs = call->k_block % call->k_span == 0;
     int k0 = 0;
     do {
-        /* a K block never crosses the end of a contiguous run (a window row) */
-        const int run_end = (k0 / call->k_span + 1) * call->k_span;
-        const int kc = run_end - k0 < call->k_block ? run_end - k0 : call->k_block;
+        const int end = whole_runs ? K : (k0 / call->k_span + 1) * call->k_span;
+        const int kc = end - k0 < call->k_block ? end - k0 : call->k_block;
         gemm_block g = {.panel_stride = (size_t)K * GEMM_PANEL, .kc = kc, .ldc = call->ldy,
+                        .run = whole_runs ? call->k_span : kc, .run_stride = call->run_stride,
                         .first = k0 == 0, .last = k0 + kc == K,
                         .ld_residual = residual ? (size_t)ep->ld_residual : 0, .relu = ep ? ep->relu : 0};
         for (int i = m0; i < m1; i += mr_max) {
             g.mr = m1 - i < mr_max ? m1 - i : mr_max;
-            block_rows_at(call, i, g.mr, k0, g.a);
             g.prefetch = i + mr_max < m1;
-            if (g.prefetch)
-                block_rows_at(call, i + mr_max, m1 - i - mr_max < mr_max ? m1 - i - mr_max : mr_max, k0, g.a_next);
+            for (int r = 0; r < GEMM_MR_MAX; r++) { /* short blocks repeat their last row */
+                const int row = i + r < m1 ? i + r : m1 - 1, next = i + mr_max + r < m1 ? i + mr_max + r : m1 - 1;
+                g.a[r] = column_at(call, starts[row - m0], k0);
+                g.a_next[r] = column_at(call, starts[next - m0], k0);
+            }
             for (int p = p0; p < p1; p += step) {
                 const int j0 = p * GEMM_PANEL, j1 = (p + step < p1 ? p + step : p1) * GEMM_PANEL;
                 const size_t at = ((size_t)p * K + k0) * GEMM_PANEL;
@@ -452,9 +465,17 @@ static void product(gemm_call call, int m)
         call.packed = temporary.packed;
         call.packed_bf16 = temporary.packed_bf16;
     }
-    /* K blocks: equal parts of each contiguous run, none over K_BLOCK */
-    const int k_blocks = (call.k_span + K_BLOCK - 1) / K_BLOCK;
-    call.k_block = k > 0 ? (call.k_span + k_blocks - 1) / k_blocks : 0;
+    /* K blocks of at most K_BLOCK: as many whole runs as fit in equal
+     * numbers (a convolution's window rows: the accumulators stay in
+     * registers across them), else equal parts of each run */
+    if (call.k_span <= K_BLOCK) {
+        const int runs = (k + call.k_span - 1) / call.k_span, per_block = K_BLOCK / call.k_span;
+        const int blocks = (runs + per_block - 1) / per_block;
+        call.k_block = k > 0 ? (runs + blocks - 1) / blocks * call.k_span : 0;
+    } else {
+        const int parts = (call.k_span + K_BLOCK - 1) / K_BLOCK;
+        call.k_block = (call.k_span + parts - 1) / parts;
+    }
 
     /* Tiles: rows in equal multiples of the kernel's block height; panels
      * as many as keep the tile's slice of W within L2, then fewer until
@@ -518,6 +539,6 @@ void gemm_conv2d(const gemm_weights *w, const gemm_conv *conv, float *y, int ldy
     const int m = conv->batch * gemm_conv_out(conv->h, conv->kernel, conv->stride) *
                   gemm_conv_out(conv->w, conv->kernel, conv->stride);
     product((gemm_call){.w = w, .conv = conv, .k_span = conv->kernel * conv->c_in > 0 ? conv->kernel * conv->c_in : 1,
-                        .y = y, .ldy = (size_t)ldy, .ep = epilogue},
+                        .run_stride = (size_t)conv->w * conv->c_in, .y = y, .ldy = (size_t)ldy, .ep = epilogue},
             m);
 }

@@ -51,21 +51,25 @@ static AVX2 inline __attribute__((always_inline)) void half_rows(const int mr, c
         UNROLL
         for (int q = 0; q < 2; q++)
             acc[r][q] = g->first ? _mm256_setzero_ps() : _mm256_maskload_ps(c + r * g->ldc + 8 * q, mask[q]);
-    const float *a[MR];
-    UNROLL
-    for (int r = 0; r < mr; r++)
-        a[r] = g->a[r];
-    for (int k = 0; k < g->kc; k++) {
-        if (half == 0 && (k & 15) == 0 && g->prefetch) /* as in gemm_avx512.c */
-            UNROLL
-            for (int r = 0; r < MR; r++)
-                _mm_prefetch((const char *)(g->a_next[r] + k), _MM_HINT_T0);
-        const __m256 b0 = panel_octet(bf16, g->b, k, half, 0), b1 = panel_octet(bf16, g->b, k, half, 1);
+    for (int k0 = 0; k0 < g->kc; k0 += g->run) { /* runs as in gemm_avx512.c */
+        const size_t shift = (size_t)(k0 / g->run) * g->run_stride;
+        const int len = g->kc - k0 < g->run ? g->kc - k0 : g->run;
+        const float *a[MR];
         UNROLL
-        for (int r = 0; r < mr; r++) {
-            const __m256 ar = _mm256_broadcast_ss(a[r] + k);
-            acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+        for (int r = 0; r < mr; r++)
+            a[r] = g->a[r] + shift;
+        for (int k = 0; k < len; k++) {
+            if (half == 0 && (k & 15) == 0 && g->prefetch) /* as in gemm_avx512.c */
+                UNROLL
+                for (int r = 0; r < MR; r++)
+                    _mm_prefetch((const char *)(g->a_next[r] + shift + k), _MM_HINT_T0);
+            const __m256 b0 = panel_octet(bf16, g->b, k0 + k, half, 0), b1 = panel_octet(bf16, g->b, k0 + k, half, 1);
+            UNROLL
+            for (int r = 0; r < mr; r++) {
+                const __m256 ar = _mm256_broadcast_ss(a[r] + k);
+                acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+            }
         }
     }
     const __m256 zero = _mm256_setzero_ps();

@@ -58,25 +58,29 @@ static AVX512 inline __attribute__((always_inline)) void accumulate(const int mr
                                                                     const gemm_block *g, const void *const *panel,
                                                                     __m512 acc[][NV])
 {
-    const float *a[MR];
-    UNROLL
-    for (int r = 0; r < mr; r++)
-        a[r] = g->a[r];
-    for (int k = 0; k < g->kc; k++) {
-        /* bring the next block's rows into L1 while this block works: each 16 k, one more line
-         * of each (x read once from memory, as in the first 3x3 convolution, ran ~20% faster) */
-        if ((k & 15) == 0 && g->prefetch)
-            UNROLL
-            for (int r = 0; r < MR; r++)
-                _mm_prefetch((const char *)(g->a_next[r] + k), _MM_HINT_T0);
-        __m512 b[NV];
-        panel_row(nv, bf16, panel, k, b);
+    for (int k0 = 0; k0 < g->kc; k0 += g->run) {
+        const size_t shift = (size_t)(k0 / g->run) * g->run_stride; /* this run, from the first */
+        const int len = g->kc - k0 < g->run ? g->kc - k0 : g->run;
+        const float *a[MR];
         UNROLL
-        for (int r = 0; r < mr; r++) {
-            const __m512 ar = _mm512_set1_ps(a[r][k]);
+        for (int r = 0; r < mr; r++)
+            a[r] = g->a[r] + shift;
+        for (int k = 0; k < len; k++) {
+            /* bring the next block's rows into L1 while this block works: each 16 k, one more line
+             * of each (x read once from memory, as in the first 3x3 convolution, ran ~20% faster) */
+            if ((k & 15) == 0 && g->prefetch)
+                UNROLL
+                for (int r = 0; r < MR; r++)
+                    _mm_prefetch((const char *)(g->a_next[r] + shift + k), _MM_HINT_T0);
+            __m512 b[NV];
+            panel_row(nv, bf16, panel, k0 + k, b);
             UNROLL
-            for (int v = 0; v < nv; v++)
-                acc[r][v] = _mm512_fmadd_ps(ar, b[v], acc[r][v]);
+            for (int r = 0; r < mr; r++) {
+                const __m512 ar = _mm512_set1_ps(a[r][k]);
+                UNROLL
+                for (int v = 0; v < nv; v++)
+                    acc[r][v] = _mm512_fmadd_ps(ar, b[v], acc[r][v]);
+            }
         }
     }
 }

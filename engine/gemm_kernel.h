@@ -30,6 +30,10 @@ typedef struct gemm_block {
                                        * repeated if it has fewer), to prefetch while this
                                        * one computes; valid when prefetch is 1 */
     int prefetch;          /* 1: a_next holds rows */
+    int run;               /* the kc columns are runs of `run` contiguous floats (the last
+                            * may be shorter): kc itself for a plain matrix ... */
+    size_t run_stride;     /* ... and run j of row r starts at a[r] + j * run_stride (window
+                            * rows of a convolution: one image row apart) */
     const void *b;         /* first packed panel at k0: (kc, GEMM_PANEL) floats, or bfloat16
                             * for run_bf16; 64-byte aligned */
     size_t panel_stride;   /* elements from one panel to the next (n_in * GEMM_PANEL) */

@@ -29,7 +29,7 @@ static void block(const gemm_block *g, int bf16)
         if (bf16)
             widen_row((const uint16_t *)g->b + (size_t)k * GEMM_PANEL, widened);
         for (int r = 0; r < g->mr; r++) {
-            const float a = g->a[r][k];
+            const float a = g->a[r][(size_t)(k / g->run) * g->run_stride + k % g->run];
             for (int j = 0; j < GEMM_PANEL; j++)
                 acc[r][j] = fmaf(a, b[j], acc[r][j]);
         }

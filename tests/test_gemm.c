@@ -237,8 +237,9 @@ static float *explicit_patches(const gemm_conv *cv)
 
 /* gemm_conv2d gives, bit for bit, what gemm_linear gives on the explicit
  * patches, on every backend and precision: windows of 1, 3 and 7, strides
- * 1 and 2, one channel, the stem's 3, window rows longer than the K block
- * (3 x 400 = 1200 > 1024), image sides the stride does not divide,
+ * 1 and 2, one channel, the stem's 3 (seven window rows in one K block),
+ * window rows longer than the K block (3 x 400 = 1200 > 1024), K blocks of
+ * two window rows then one (3 x 150 = 450 a row), image sides the stride does not divide,
  * batches whose rows cross the row tile (336), all epilogues, and y wider
  * than the output (its padding untouched). */
 static void test_conv_is_the_patch_product(void **state)
@@ -246,7 +247,7 @@ static void test_conv_is_the_patch_product(void **state)
     (void)state;
     static const struct { int batch, h, w, c_in, n_out, kernel, stride; } cases[] = {
         {2, 17, 15, 3, 64, 7, 2}, {3, 14, 14, 16, 33, 3, 1}, {1, 9, 8, 400, 40, 3, 1}, {2, 11, 11, 7, 70, 3, 2},
-        {3, 10, 9, 24, 31, 1, 2},  {1, 5, 5, 1, 1, 3, 1},    {4, 3, 3, 5, 9, 3, 1},
+        {3, 10, 9, 24, 31, 1, 2},  {1, 5, 5, 1, 1, 3, 1},    {4, 3, 3, 5, 9, 3, 1},   {1, 6, 7, 150, 20, 3, 1},
     };
     rng_state r;
     rng_seed(&r, 23);
