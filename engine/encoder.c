@@ -133,47 +133,63 @@ static void project_and_propagate(const captioner *m, int group, const float *fe
     }
 }
 
-int enc_forward(const captioner *m, int batch, const float *images, const enc_outputs *out, rc_error *err)
+int enc_workspace_build(enc_workspace *ws, const captioner *m, int max_batch, rc_error *err)
 {
     const cfg_model *c = &m->cfg;
-    const int L = cfg_memory_tokens(c), dim = c->embed_dim, channels = c->hidden_sizes[c->n_stages - 1];
-    const int group_max = batch < ENC_GROUP ? batch : ENC_GROUP;
+    *ws = (enc_workspace){.group = max_batch < 1 ? 1 : max_batch < ENC_GROUP ? max_batch : ENC_GROUP};
     size_t act, padded;
     scratch_sizes(m, &act, &padded);
-    enc_scratch s;
-    float *buffers[6];
     const size_t floats[6] = {act, act, act, act, act, padded};
     int ok = 1;
     for (int i = 0; i < 6; i++)
-        ok &= (buffers[i] = malloc(sizeof(float) * floats[i] * group_max)) != NULL;
-    const size_t token_floats = (size_t)group_max * L * dim;
-    float *vis = malloc(sizeof(float) * token_floats), *mem = malloc(sizeof(float) * token_floats);
-    float *agg = malloc(sizeof(float) * token_floats * 2);
-    if (!ok || !vis || !mem || !agg) {
-        for (int i = 0; i < 6; i++)
-            free(buffers[i]);
-        free(vis);
-        free(mem);
-        free(agg);
-        return rc_fail(err, "out of memory for encoder scratch (batch %d)", group_max);
+        ok &= (ws->buffers[i] = malloc(sizeof(float) * (floats[i] * ws->group + 1))) != NULL;
+    const size_t token_floats = (size_t)ws->group * cfg_memory_tokens(c) * c->embed_dim;
+    ws->vis_tokens = malloc(sizeof(float) * token_floats);
+    ws->memory = malloc(sizeof(float) * token_floats);
+    ws->graph = malloc(sizeof(float) * token_floats * 2);
+    if (!ok || !ws->vis_tokens || !ws->memory || !ws->graph) {
+        enc_workspace_free(ws);
+        return rc_fail(err, "out of memory for encoder scratch (%d images at once)", max_batch);
     }
+    return 0;
+}
+
+void enc_workspace_free(enc_workspace *ws)
+{
+    for (int i = 0; i < 6; i++)
+        free(ws->buffers[i]);
+    free(ws->vis_tokens);
+    free(ws->memory);
+    free(ws->graph);
+    *ws = (enc_workspace){0};
+}
+
+void enc_forward_with(const captioner *m, enc_workspace *ws, int batch, const float *images, const enc_outputs *out)
+{
+    const cfg_model *c = &m->cfg;
+    const int L = cfg_memory_tokens(c), dim = c->embed_dim, channels = c->hidden_sizes[c->n_stages - 1];
     const size_t image_floats = (size_t)c->num_channels * c->image_size * c->image_size;
-    for (int first = 0; first < batch; first += group_max) {
-        const int group = batch - first < group_max ? batch - first : group_max;
-        s = (enc_scratch){buffers[0], buffers[1], buffers[2], buffers[3], buffers[4], buffers[5]};
+    for (int first = 0; first < batch; first += ws->group) {
+        const int group = batch - first < ws->group ? batch - first : ws->group;
+        enc_scratch s = {ws->buffers[0], ws->buffers[1], ws->buffers[2], ws->buffers[3], ws->buffers[4],
+                         ws->buffers[5]};
         resnet_forward(m, group, images + first * image_floats, &s);
-        project_and_propagate(m, group, s.cur, vis, mem, agg);
+        project_and_propagate(m, group, s.cur, ws->vis_tokens, ws->memory, ws->graph);
         if (out->features)
             memcpy(out->features + (size_t)first * L * channels, s.cur, sizeof(float) * group * L * channels);
         if (out->vis_tokens)
-            memcpy(out->vis_tokens + (size_t)first * L * dim, vis, sizeof(float) * group * L * dim);
+            memcpy(out->vis_tokens + (size_t)first * L * dim, ws->vis_tokens, sizeof(float) * group * L * dim);
         if (out->memory)
-            memcpy(out->memory + (size_t)first * L * dim, mem, sizeof(float) * group * L * dim);
+            memcpy(out->memory + (size_t)first * L * dim, ws->memory, sizeof(float) * group * L * dim);
     }
-    for (int i = 0; i < 6; i++)
-        free(buffers[i]);
-    free(vis);
-    free(mem);
-    free(agg);
+}
+
+int enc_forward(const captioner *m, int batch, const float *images, const enc_outputs *out, rc_error *err)
+{
+    enc_workspace ws;
+    if (enc_workspace_build(&ws, m, batch, err) < 0)
+        return -1;
+    enc_forward_with(m, &ws, batch, images, out);
+    enc_workspace_free(&ws);
     return 0;
 }

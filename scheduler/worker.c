@@ -56,6 +56,7 @@ struct sched_worker {
     tok_vocab *vocab;
     size_t image_floats;     // 3 * size * size
     stage stages[2];
+    enc_workspace encoder;   // the encoder's scratch, kept from chunk to chunk
     float *memory;           // (batch, memory_tokens, embed_dim) encoder output
     int *order;              // (batch) task index of each packed image
     /* beam search's whole-chunk outputs */
@@ -108,6 +109,7 @@ void sched_worker_close(sched_worker *w)
         free(w->stages[s].file_size);
         free(w->stages[s].file_mtime_ns);
     }
+    enc_workspace_free(&w->encoder);
     free(w->memory);
     free(w->ids);
     free(w->lens);
@@ -169,6 +171,10 @@ sched_worker *sched_worker_open(const sched_worker_options *options, rc_error *e
     failed |= !(w->results = calloc(batch, sizeof *w->results));
     if (failed) {
         rc_fail(err, "out of memory for the buffers of a batch of %d images", options->batch);
+        sched_worker_close(w);
+        return NULL;
+    }
+    if (enc_workspace_build(&w->encoder, &w->model, options->batch, err) < 0) {
         sched_worker_close(w);
         return NULL;
     }
@@ -310,8 +316,8 @@ static int stage_encode(sched_worker *w, stage *st, int *n_ok, rc_error *err)
     *n_ok = img_pack_batch(st->pixels, w->image_floats, st->ok, st->chunk.n, w->order);
     if (*n_ok == 0)
         return 0;
-    const enc_outputs out = {.memory = w->memory};
-    return enc_forward(&w->model, *n_ok, st->pixels, &out, err);
+    enc_forward_with(&w->model, &w->encoder, *n_ok, st->pixels, &(enc_outputs){.memory = w->memory});
+    return 0;
 }
 
 static int check_chunk(const sched_worker *w, const sched_chunk *chunk, rc_error *err)
