@@ -1,11 +1,12 @@
 #include "config.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "file.h"
 
 void cfg_default(cfg_model *cfg)
 {
@@ -164,40 +165,12 @@ done:
 int cfg_load(cfg_model *cfg, const char *path, rc_error *err)
 {
     cfg_default(cfg);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return rc_fail(err, "%s: cannot open model configuration: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (1u << 24)) {
-                free(buf);
-                fclose(f);
-                return rc_fail(err, "%s: model configuration is larger than 16 MiB", path);
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return rc_fail(err, "%s: out of memory", path);
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return rc_fail(err, "%s: read error", path);
-    }
-    int rc = cfg_parse(cfg, buf, len, path, err);
-    free(buf);
+    size_t len;
+    char *text = rc_read_file(path, (size_t)16 << 20, "the model configuration", &len, err);
+    if (!text)
+        return -1;
+    const int rc = cfg_parse(cfg, text, len, path, err);
+    free(text);
     return rc;
 }
 

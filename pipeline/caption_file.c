@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "engine/file.h"
 #include "pipeline/interner.h"
 #include "pipeline/ucd.h"
 
@@ -297,37 +298,10 @@ capfile *capfile_parse(const char *data, size_t len, capfile_format format, cons
 
 capfile *capfile_load(const char *path, capfile_format format, rc_error *err)
 {
-    FILE *in = fopen(path, "rb");
-    if (!in) {
-        rc_fail(err, "cannot open %s: %s", path, strerror(errno));
+    size_t len;
+    char *data = rc_read_file(path, (size_t)1 << 30, "the caption file", &len, err);
+    if (!data)
         return NULL;
-    }
-    size_t cap = 1 << 16, len = 0, got;
-    char *data = malloc(cap);
-    while (data && (got = fread(data + len, 1, cap - len, in)) > 0) {
-        len += got;
-        if (len == cap) {
-            char *grown = cap <= SIZE_MAX / 2 ? realloc(data, cap * 2) : NULL;
-            if (!grown) {
-                free(data);
-                data = NULL;
-                break;
-            }
-            data = grown;
-            cap *= 2;
-        }
-    }
-    int read_error = ferror(in);
-    fclose(in);
-    if (!data) {
-        rc_fail(err, "out of memory reading %s", path);
-        return NULL;
-    }
-    if (read_error) {
-        free(data);
-        rc_fail(err, "cannot read %s", path);
-        return NULL;
-    }
     capfile *f = capfile_parse(data, len, format, path, err);
     free(data);
     return f;

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/file.h"
 #include "pipeline/cli.h"
 
 static const char *const manifest_kinds[] = {"auto", "csv", "jsonl", "list", "folder", NULL};
@@ -430,24 +431,13 @@ int job_load_text(job_settings *s, const char *text, size_t len, const char *nam
 
 int job_load_file(job_settings *s, const char *path, const unsigned char *skip, rc_error *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return rc_fail(err, "%s: cannot open the job file: %s", path, strerror(errno));
-    strbuf b = {0};
-    char chunk[8192];
-    size_t n;
-    int bad = sb_add(&b, "", 0) < 0;
-    while (!bad && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        bad = sb_add(&b, chunk, n) < 0 || b.len > (64u << 20);
-    const int read_error = ferror(f);
-    fclose(f);
-    if (bad || read_error) {
-        free(b.text);
-        return rc_fail(err, "%s: cannot read the job file%s", path, read_error ? "" : " (too large, or out of memory)");
-    }
+    size_t len;
+    char *text = rc_read_file(path, (size_t)64 << 20, "the job file", &len, err);
+    if (!text)
+        return -1;
     char *dir_copy = strdup(path);
     if (!dir_copy) {
-        free(b.text);
+        free(text);
         return rc_fail(err, "out of memory");
     }
     char *slash = strrchr(dir_copy, '/');
@@ -458,8 +448,8 @@ int job_load_file(job_settings *s, const char *path, const unsigned char *skip, 
         *slash = '\0';
         dir = dir_copy;
     }
-    int status = job_load_text(s, b.text, b.len, path, dir, skip, err);
-    free(b.text);
+    int status = job_load_text(s, text, len, path, dir, skip, err);
+    free(text);
     free(dir_copy);
     if (status == 0)
         s->job_path = own(s, strdup(path));

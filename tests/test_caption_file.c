@@ -122,7 +122,7 @@ static void test_errors(void **state)
     expect_error_text("[", CAPFILE_JSON, "not valid JSON");
     rc_error err = {{0}};
     assert_null(capfile_load("/nonexistent/refs.tsv", CAPFILE_AUTO, &err));
-    assert_non_null(strstr(err.msg, "cannot open /nonexistent/refs.tsv"));
+    assert_non_null(strstr(err.msg, "/nonexistent/refs.tsv: cannot open the caption file"));
 }
 
 static void test_format_names(void **state)
