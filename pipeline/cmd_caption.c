@@ -1,5 +1,7 @@
 /* radcap caption: caption image files with a checkpoint and print the
- * captions, in the order the images were given. */
+ * captions, in the order the images were given. The work is a run's
+ * worker (scheduler/worker.h) fed from the command line: the same
+ * continuous batching, and images read while the model computes. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
@@ -9,14 +11,12 @@
 #include <string.h>
 
 #include "engine/config.h"
-#include "engine/encoder.h"
 #include "engine/gemm.h"
 #include "engine/generate.h"
-#include "engine/model.h"
-#include "engine/tokenizer.h"
 #include "io/image.h"
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
+#include "scheduler/worker.h"
 
 static void usage(FILE *out)
 {
@@ -39,7 +39,9 @@ static void usage(FILE *out)
             "                     or .safetensors\n"
             "  --vocab FILE       BERT vocabulary (bert-base-uncased vocab.txt)\n"
             "  --config FILE      model configuration JSON (default: the model card's values)\n"
-            "  --batch N          images encoded and decoded together (default 8)\n"
+            "  --batch N          images encoded together (default 8); greedy decoding keeps\n"
+            "                     up to 2 x N captions in progress, taking in new images as\n"
+            "                     others finish\n"
             "  --threads N        OpenMP threads (default: OMP_NUM_THREADS, else all cores)\n"
             "  --gemm NAME        matrix-product kernels: auto (the fastest this CPU runs),\n"
             "                     avx512, avx2, portable or cblas (OpenBLAS); the engine's\n"
@@ -77,35 +79,21 @@ static void usage(FILE *out)
             "vocabulary or configuration could not be loaded.\n");
 }
 
-typedef struct caption_job {
-    const cfg_model *cfg;
-    const captioner *model;
-    const tok_vocab *vocab;
-    const img_options *img;
-    const gen_decoding *decoding;
-    int max_len;
+/* The images of the command line as the worker's feed (scheduler/worker.h),
+ * and its results printed in the order the images were given: the worker
+ * delivers a chunk when its last caption is finished, which may be after
+ * a later chunk's. */
+typedef struct caption_feed {
+    char **paths;     // the IMAGE arguments
+    int n_paths;
+    int batch;        // images per chunk
+    int next_path;    // the first not yet handed out
     int json;
-} caption_job;
-
-/* The decoder's outputs for a batch. */
-typedef struct caption_buffers {
-    float *pixels;          // (batch, 3, size, size)
-    float *memory;          // (batch, memory_tokens, embed_dim)
-    int *ids;               // (batch, max_len)
-    int *lens;              // (batch)
-    float *token_probs;     // (batch, max_len), with --token-scores
-    double *mean_logprob;   // (batch)
-    double *min_token_prob; // (batch)
-} caption_buffers;
-
-/* A caption and its confidence, as printed. */
-typedef struct caption_line {
-    const char *caption;
-    const int *ids;
-    int n_ids;
-    const float *token_probs; // (n_ids) or NULL
-    double mean_logprob, min_token_prob;
-} caption_line;
+    char **out_lines; // (n_paths) rendered results not printed yet, NULL until delivered
+    char **err_lines; // (n_paths) what goes to standard error with them, or NULL
+    int next_print;   // the first result not printed yet
+    int failed;       // images that could not be captioned
+} caption_feed;
 
 static void add_number_or_null(cJSON *o, const char *key, double v)
 {
@@ -115,89 +103,83 @@ static void add_number_or_null(cJSON *o, const char *key, double v)
         cJSON_AddNumberToObject(o, key, v);
 }
 
-static void print_result(const caption_job *job, const char *path, const caption_line *shown, const char *error)
+/* One image's line: the caption (an empty line for a failure), or with
+ * --json the object `usage` describes. NULL when memory runs out. */
+static char *render_result(const caption_feed *f, const char *path, const sched_result *r)
 {
-    if (!job->json) {
-        printf("%s\n", error ? "" : shown->caption);
-        return;
-    }
+    if (!f->json)
+        return strdup(r->ok ? r->caption : "");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "image", path);
-    if (error) {
-        cJSON_AddStringToObject(o, "error", error);
+    if (!r->ok) {
+        cJSON_AddStringToObject(o, "error", r->error ? r->error : "failed");
     } else {
-        cJSON_AddStringToObject(o, "caption", shown->caption);
-        cJSON_AddItemToObject(o, "ids", cJSON_CreateIntArray(shown->ids, shown->n_ids));
-        add_number_or_null(o, "mean_logprob", shown->mean_logprob);
-        add_number_or_null(o, "min_token_prob", shown->min_token_prob);
-        if (shown->token_probs) {
+        cJSON_AddStringToObject(o, "caption", r->caption);
+        cJSON_AddItemToObject(o, "ids", cJSON_CreateIntArray(r->ids, r->n_ids));
+        add_number_or_null(o, "mean_logprob", r->mean_logprob);
+        add_number_or_null(o, "min_token_prob", r->min_token_prob);
+        if (r->token_probs) {
             cJSON *probs = cJSON_AddArrayToObject(o, "token_probs");
-            for (int t = 0; probs && t < shown->n_ids; t++)
-                cJSON_AddItemToArray(probs, cJSON_CreateNumber(shown->token_probs[t]));
+            for (int t = 0; probs && t < r->n_ids; t++)
+                cJSON_AddItemToArray(probs, cJSON_CreateNumber(r->token_probs[t]));
         }
     }
-    char *line = cJSON_PrintUnformatted(o);
-    printf("%s\n", line ? line : "{}");
-    cJSON_free(line);
+    char *printed = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
+    char *line = printed ? strdup(printed) : NULL;
+    cJSON_free(printed);
+    return line;
 }
 
-/* Preprocesses, encodes and decodes one batch of paths; returns the number
- * of images that failed. */
-static int caption_batch(const caption_job *job, char **paths, int n, const caption_buffers *b)
+static sched_feed_status feed_next(void *ctx, int wait, sched_chunk *chunk, rc_error *err)
 {
-    float *pixels = b->pixels;
-    const cfg_model *c = job->cfg;
-    const size_t image_floats = (size_t)3 * c->image_size * c->image_size;
-    rc_error *errors = calloc(n, sizeof *errors);
-    int *ok = calloc(n, sizeof *ok), *order = malloc(sizeof(int) * n);
-    if (!errors || !ok || !order) {
-        free(errors), free(ok), free(order);
-        for (int i = 0; i < n; i++)
-            print_result(job, paths[i], NULL, "out of memory");
-        return n;
+    (void)wait; /* the whole list is known: never a wait */
+    caption_feed *f = ctx;
+    if (f->next_path >= f->n_paths)
+        return SCHED_FEED_END;
+    const int n = f->n_paths - f->next_path < f->batch ? f->n_paths - f->next_path : f->batch;
+    chunk->tasks = calloc(n, sizeof *chunk->tasks);
+    if (!chunk->tasks)
+        return rc_fail(err, "out of memory"), SCHED_FEED_ERROR;
+    chunk->n = n;
+    for (int i = 0; i < n; i++) {
+        chunk->tasks[i].index = f->next_path + i;
+        if (!(chunk->tasks[i].path = strdup(f->paths[f->next_path + i]))) {
+            sched_chunk_free(chunk);
+            return rc_fail(err, "out of memory"), SCHED_FEED_ERROR;
+        }
     }
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int i = 0; i < n; i++)
-        ok[i] = img_preprocess_file(paths[i], job->img, pixels + i * image_floats, NULL, &errors[i]) == 0;
-    int n_ok = img_pack_batch(pixels, image_floats, ok, n, order);
-    rc_error err = {{0}};
-    int failed = n - n_ok;
-    const enc_outputs out = {.memory = b->memory};
-    const gen_output captions = {b->ids, b->lens, b->token_probs, b->mean_logprob, b->min_token_prob, NULL};
-    if (n_ok > 0 && (enc_forward(job->model, n_ok, pixels, &out, &err) < 0 ||
-                     gen_decode(job->model, n_ok, b->memory, job->decoding, &(gen_options){.max_len = job->max_len},
-                                &captions, &err) < 0)) {
-        for (int j = 0; j < n_ok; j++) {
-            ok[order[j]] = 0;
-            snprintf(errors[order[j]].msg, sizeof errors[0].msg, "%s", err.msg);
+    f->next_path += n;
+    return SCHED_FEED_CHUNK;
+}
+
+static int feed_deliver(void *ctx, const sched_result *results, int n, rc_error *err)
+{
+    caption_feed *f = ctx;
+    for (int i = 0; i < n; i++) {
+        const sched_result *r = &results[i];
+        const int at = (int)r->index;
+        f->out_lines[at] = render_result(f, f->paths[at], r);
+        if (!f->out_lines[at])
+            return rc_fail(err, "out of memory printing the result of %s", f->paths[at]);
+        if (!r->ok) {
+            f->failed++;
+            const char *why = r->error ? r->error : "failed";
+            if (!(f->err_lines[at] = malloc(strlen(why) + 1)))
+                return rc_fail(err, "out of memory");
+            strcpy(f->err_lines[at], why);
         }
-        failed = n;
-        n_ok = 0;
     }
-    for (int i = 0, j = 0; i < n; i++) {
-        if (!ok[i]) {
-            fprintf(stderr, "radcap caption: %s\n", errors[i].msg);
-            print_result(job, paths[i], NULL, errors[i].msg);
-            continue;
-        }
-        const size_t at = (size_t)j * job->max_len;
-        char *text = tok_decode(job->vocab, b->ids + at, b->lens[j], 1, NULL, &err);
-        if (!text) {
-            fprintf(stderr, "radcap caption: %s: %s\n", paths[i], err.msg);
-            print_result(job, paths[i], NULL, err.msg);
-            failed++;
-        } else {
-            const caption_line line = {text, b->ids + at, b->lens[j], b->token_probs ? b->token_probs + at : NULL,
-                                       b->mean_logprob[j], b->min_token_prob[j]};
-            print_result(job, paths[i], &line, NULL);
-            free(text);
-        }
-        j++;
+    for (; f->next_print < f->n_paths && f->out_lines[f->next_print]; f->next_print++) {
+        if (f->err_lines[f->next_print])
+            fprintf(stderr, "radcap caption: %s\n", f->err_lines[f->next_print]);
+        printf("%s\n", f->out_lines[f->next_print]);
+        free(f->out_lines[f->next_print]);
+        free(f->err_lines[f->next_print]);
+        f->out_lines[f->next_print] = f->err_lines[f->next_print] = NULL;
     }
     fflush(stdout);
-    free(errors), free(ok), free(order);
-    return failed;
+    return 0;
 }
 
 int cmd_caption(int argc, char **argv)
@@ -290,60 +272,33 @@ int cmd_caption(int argc, char **argv)
         fprintf(stderr, "radcap caption: %s\n", err.msg);
         return EXIT_FATAL;
     }
-    captioner model;
-    if (model_load_with(&model, &cfg, checkpoint, &model_opts, &err) < 0) {
+    sched_worker_options wopt = {.checkpoint = checkpoint, .vocab = vocab_path, .cfg = cfg, .batch = batch,
+                                 .prefetch = 1, .decoding = decoding, .precision = model_opts.decoder_precision};
+    sched_image_options(&cfg, max_pixels, exif, &wopt.img);
+    sched_worker *w = sched_worker_open(&wopt, &err);
+    if (!w) {
         fprintf(stderr, "radcap caption: %s\n", err.msg);
+        img_system_shutdown();
         return EXIT_FATAL;
     }
-    tok_vocab *vocab = tok_vocab_load(vocab_path, &err);
-    if (!vocab) {
-        fprintf(stderr, "radcap caption: %s\n", err.msg);
-        model_free(&model);
-        return EXIT_FATAL;
-    }
-    if (tok_vocab_size(vocab) < cfg.vocab_size) {
-        fprintf(stderr, "radcap caption: %s has %d tokens but the model predicts %d classes\n", vocab_path,
-                tok_vocab_size(vocab), cfg.vocab_size);
-        tok_vocab_free(vocab);
-        model_free(&model);
-        return EXIT_FATAL;
-    }
-    img_options img;
-    img_options_default(&img);
-    img.size = cfg.image_size;
-    memcpy(img.mean, cfg.image_mean, sizeof img.mean);
-    memcpy(img.std, cfg.image_std, sizeof img.std);
-    img.max_pixels = max_pixels;
-    img.apply_exif_orientation = exif;
-
-    const caption_job job = {&cfg, &model, vocab, &img, &decoding, cfg.max_len, json};
-    const size_t image_floats = (size_t)3 * cfg.image_size * cfg.image_size, rows = (size_t)batch;
-    const caption_buffers b = {
-        .pixels = malloc(sizeof(float) * image_floats * rows),
-        .memory = malloc(sizeof(float) * rows * cfg_memory_tokens(&cfg) * cfg.embed_dim),
-        .ids = malloc(sizeof(int) * rows * cfg.max_len),
-        .lens = malloc(sizeof(int) * rows),
-        .token_probs = decoding.token_scores ? malloc(sizeof(float) * rows * cfg.max_len) : NULL,
-        .mean_logprob = malloc(sizeof(double) * rows),
-        .min_token_prob = malloc(sizeof(double) * rows),
-    };
-    int failed = 0, status = EXIT_OK;
-    if (!b.pixels || !b.memory || !b.ids || !b.lens || (decoding.token_scores && !b.token_probs) ||
-        !b.mean_logprob || !b.min_token_prob) {
-        fprintf(stderr, "radcap caption: out of memory for a batch of %d images\n", batch);
+    caption_feed f = {.paths = argv + optind, .n_paths = argc - optind, .batch = batch, .json = json};
+    f.out_lines = calloc(f.n_paths, sizeof *f.out_lines);
+    f.err_lines = calloc(f.n_paths, sizeof *f.err_lines);
+    int status = EXIT_OK;
+    if (!f.out_lines || !f.err_lines) {
+        fprintf(stderr, "radcap caption: out of memory for %d images\n", f.n_paths);
         status = EXIT_FATAL;
-    } else {
-        for (int first = optind; first < argc; first += batch) {
-            const int n = argc - first < batch ? argc - first : batch;
-            failed += caption_batch(&job, argv + first, n, &b);
-        }
-        if (failed)
-            status = EXIT_PARTIAL;
+    } else if (sched_worker_loop(w, &(sched_feed){feed_next, feed_deliver, &f}, &err) < 0) {
+        fprintf(stderr, "radcap caption: %s\n", err.msg);
+        status = EXIT_FATAL;
+    } else if (f.failed) {
+        status = EXIT_PARTIAL;
     }
-    free(b.pixels), free(b.memory), free(b.ids), free(b.lens), free(b.token_probs), free(b.mean_logprob);
-    free(b.min_token_prob);
-    model_free(&model);
-    tok_vocab_free(vocab);
+    for (int i = 0; f.out_lines && f.err_lines && i < f.n_paths; i++)
+        free(f.out_lines[i]), free(f.err_lines[i]);
+    free(f.out_lines);
+    free(f.err_lines);
+    sched_worker_close(w);
     img_system_shutdown();
     return status;
 }

@@ -207,7 +207,11 @@ static void test_batch_sizes_agree(void **state)
     cJSON **lines = parse_lines(out1, &n);
     char *line = strtok(plain, "\n");
     int distinct = 0;
+    assert_int_equal(n, N_IMAGES);
     for (int i = 0; i < n; i++) {
+        /* in the order given, although with 2 captions in progress a short one
+         * finishes before a long one given earlier */
+        assert_string_equal(cJSON_GetObjectItem(lines[i], "image")->valuestring, paths[i]);
         const char *caption = cJSON_GetObjectItem(lines[i], "caption")->valuestring;
         if (caption[0]) {
             assert_non_null(line);
