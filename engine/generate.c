@@ -371,6 +371,8 @@ int gen_teacher_forced(const captioner *m, int n, const float *memory, const int
     int longest = 0;
     for (int i = 0; i < n; i++) {
         nll[i] = 0.0;
+        if (image[i] < 0)
+            return rc_fail(err, "sequence %d names image %d", i, image[i]);
         if (n_tokens[i] - 1 > c->max_positions)
             return rc_fail(err, "sequence %d has %d tokens; the model has %d positions", i, n_tokens[i],
                            c->max_positions);
@@ -382,21 +384,37 @@ int gen_teacher_forced(const captioner *m, int n, const float *memory, const int
     }
     if (n <= 0 || longest <= 0)
         return 0;
-    dec_cache cache;
-    if (dec_cache_build(&cache, m, n, longest, err) < 0)
-        return -1;
+    /* the sequences of one image (its reference captions) share its
+     * cross-attention keys and values, computed once: memory row r of the
+     * cache holds those of the r-th distinct image */
+    int n_images = 0, largest = 0;
+    for (int i = 0; i < n; i++)
+        largest = image[i] > largest ? image[i] : largest;
+    int *row_of_image = malloc(sizeof(int) * ((size_t)largest + 1));
     int *slots = malloc(sizeof(int) * n), *inputs = malloc(sizeof(int) * n), *positions = malloc(sizeof(int) * n);
     int *rows = malloc(sizeof(int) * n);
     float *logits = malloc(sizeof(float) * (size_t)n * V);
     float *scratch = malloc(sizeof(float) * (size_t)L * 2 * dim);
-    if (!slots || !inputs || !positions || !rows || !logits || !scratch) {
-        free(slots), free(inputs), free(positions), free(rows), free(logits), free(scratch);
-        dec_cache_free(&cache);
-        return rc_fail(err, "out of memory for teacher forcing %d sequences", n);
+    dec_cache cache = {0};
+    int failed = !row_of_image || !slots || !inputs || !positions || !rows || !logits || !scratch;
+    if (!failed) {
+        for (int j = 0; j <= largest; j++)
+            row_of_image[j] = -1;
+        for (int i = 0; i < n; i++)
+            if (row_of_image[image[i]] < 0)
+                row_of_image[image[i]] = n_images++;
+        failed = dec_cache_build_beams(&cache, m, n, n_images, longest, err) < 0 ? -1 : 0;
     }
-    /* each sequence's slot gets its own image's cross-attention keys/values */
+    if (failed) {
+        free(row_of_image), free(slots), free(inputs), free(positions), free(rows), free(logits), free(scratch);
+        dec_cache_free(&cache);
+        return failed < 0 ? -1 : rc_fail(err, "out of memory for teacher forcing %d sequences", n);
+    }
+    for (int j = 0; j <= largest; j++)
+        if (row_of_image[j] >= 0)
+            dec_set_memory(m, &cache, 1, &row_of_image[j], memory + (size_t)j * L * dim, scratch);
     for (int i = 0; i < n; i++)
-        dec_set_memory(m, &cache, 1, &i, memory + (size_t)image[i] * L * dim, scratch);
+        cache.memory_of[i] = row_of_image[image[i]];
     for (int step = 0; step < longest; step++) {
         int active = 0;
         for (int i = 0; i < n; i++)
@@ -413,7 +431,7 @@ int gen_teacher_forced(const captioner *m, int n, const float *memory, const int
             nll[i] += (double)ops_logsumexp(row, V) - (double)row[tokens[i][step + 1]];
         }
     }
-    free(slots), free(inputs), free(positions), free(rows), free(logits), free(scratch);
+    free(row_of_image), free(slots), free(inputs), free(positions), free(rows), free(logits), free(scratch);
     dec_cache_free(&cache);
     return 0;
 }

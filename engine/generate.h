@@ -163,7 +163,9 @@ void gen_confidence(const double *logprobs, int n, float *token_probs, double *m
  * feeds tokens[i][0 .. n_tokens[i]-2] (the inputs: all but the last token)
  * through the decoder with image memory[image[i]] and adds up the
  * cross-entropy -log softmax(logits)[tokens[i][t+1]] of each target (all but
- * the first token) into nll[i], in nats. memory is (n_images, L, dim).
+ * the first token) into nll[i], in nats. memory is (n_images, L, dim);
+ * an image's cross-attention keys and values are computed once for all the
+ * sequences that name it (image[i] >= 0, else an error).
  * Sequences are at most max_positions + 1 tokens; every token must be below
  * vocab_size (else an error naming it). */
 int gen_teacher_forced(const captioner *m, int n, const float *memory, const int *image, const int *const *tokens,
