@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 
 #include "gemm_kernel.h"
+#include "ops.h"
 
 /* OpenBLAS's own thread control (not part of the CBLAS standard). */
 void openblas_set_num_threads(int num_threads);
@@ -257,6 +258,7 @@ typedef struct gemm_call {
     const float *x;             /* dense x: (m, ldx); NULL for a convolution */
     size_t ldx;
     const gemm_conv *conv;      /* the convolution whose patches are x, or NULL */
+    int out_w, out_pixels;      /* with conv: its output's width and out_h * out_w */
     int k_span;                 /* columns of x contiguous in memory: n_in, or one window row */
     size_t run_stride;          /* from one run of k_span columns to the next: an image row */
     float *y;
@@ -275,9 +277,8 @@ static const float *row_start(const gemm_call *call, int i)
     const gemm_conv *cv = call->conv;
     if (!cv)
         return call->x + (size_t)i * call->ldx;
-    const int out_h = gemm_conv_out(cv->h, cv->kernel, cv->stride), out_w = gemm_conv_out(cv->w, cv->kernel, cv->stride);
-    const int image = i / (out_h * out_w), pixel = i % (out_h * out_w);
-    const int iy = pixel / out_w * cv->stride, ix = pixel % out_w * cv->stride;
+    const int image = i / call->out_pixels, pixel = i % call->out_pixels;
+    const int iy = pixel / call->out_w * cv->stride, ix = pixel % call->out_w * cv->stride;
     return cv->x + (((size_t)image * cv->h + iy) * cv->w + ix) * cv->c_in;
 }
 
@@ -529,16 +530,12 @@ void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y
             m);
 }
 
-int gemm_conv_out(int in, int kernel, int stride)
-{
-    return (in - kernel) / stride + 1;
-}
-
 void gemm_conv2d(const gemm_weights *w, const gemm_conv *conv, float *y, int ldy, const gemm_epilogue *epilogue)
 {
-    const int m = conv->batch * gemm_conv_out(conv->h, conv->kernel, conv->stride) *
-                  gemm_conv_out(conv->w, conv->kernel, conv->stride);
-    product((gemm_call){.w = w, .conv = conv, .k_span = conv->kernel * conv->c_in > 0 ? conv->kernel * conv->c_in : 1,
+    const int out_w = ops_conv_out(conv->w, conv->kernel, conv->stride, 0);
+    const int out_pixels = ops_conv_out(conv->h, conv->kernel, conv->stride, 0) * out_w;
+    product((gemm_call){.w = w, .conv = conv, .out_w = out_w, .out_pixels = out_pixels,
+                        .k_span = conv->kernel * conv->c_in > 0 ? conv->kernel * conv->c_in : 1,
                         .run_stride = (size_t)conv->w * conv->c_in, .y = y, .ldy = (size_t)ldy, .ep = epilogue},
-            m);
+            conv->batch * out_pixels);
 }

@@ -100,12 +100,9 @@ typedef struct gemm_conv {
     int kernel, stride;    /* square window, step */
 } gemm_conv;
 
-/* Output side of a window of `kernel` moved by `stride` over `in` pixels
- * (no padding: it is in the image). */
-int gemm_conv_out(int in, int kernel, int stride);
-
 /* The convolution conv with weights w (n_in = kernel * kernel * c_in):
- * y (batch * out_h * out_w, ldy), channels-last, epilogue as gemm_linear's
+ * y (batch * out_h * out_w, ldy), channels-last, out_h being
+ * ops_conv_out(h, kernel, stride, 0) (ops.h) and out_w likewise, epilogue as gemm_linear's
  * (the residual is indexed by output pixel). Every element is bit for bit
  * what gemm_linear gives on the explicit patch matrix: gemm.h's
  * determinism holds. m = 0 or c_in = 0 follow gemm_linear too. */

@@ -392,11 +392,10 @@ int gen_teacher_forced(const captioner *m, int n, const float *memory, const int
         largest = image[i] > largest ? image[i] : largest;
     int *row_of_image = malloc(sizeof(int) * ((size_t)largest + 1));
     int *slots = malloc(sizeof(int) * n), *inputs = malloc(sizeof(int) * n), *positions = malloc(sizeof(int) * n);
-    int *rows = malloc(sizeof(int) * n);
     float *logits = malloc(sizeof(float) * (size_t)n * V);
     float *scratch = malloc(sizeof(float) * (size_t)L * 2 * dim);
     dec_cache cache = {0};
-    int failed = !row_of_image || !slots || !inputs || !positions || !rows || !logits || !scratch;
+    int failed = !row_of_image || !slots || !inputs || !positions || !logits || !scratch;
     if (!failed) {
         for (int j = 0; j <= largest; j++)
             row_of_image[j] = -1;
@@ -406,7 +405,7 @@ int gen_teacher_forced(const captioner *m, int n, const float *memory, const int
         failed = dec_cache_build_beams(&cache, m, n, n_images, longest, err) < 0 ? -1 : 0;
     }
     if (failed) {
-        free(row_of_image), free(slots), free(inputs), free(positions), free(rows), free(logits), free(scratch);
+        free(row_of_image), free(slots), free(inputs), free(positions), free(logits), free(scratch);
         dec_cache_free(&cache);
         return failed < 0 ? -1 : rc_fail(err, "out of memory for teacher forcing %d sequences", n);
     }
@@ -421,17 +420,16 @@ int gen_teacher_forced(const captioner *m, int n, const float *memory, const int
             if (step < n_tokens[i] - 1) {
                 slots[active] = i;
                 inputs[active] = tokens[i][step];
-                positions[active] = step;
-                rows[active++] = i;
+                positions[active++] = step;
             }
         dec_step(m, &cache, active, slots, inputs, positions, logits);
         for (int a = 0; a < active; a++) {
-            const int i = rows[a];
+            const int i = slots[a]; /* each sequence has the slot of its number */
             const float *row = logits + (size_t)a * V;
             nll[i] += (double)ops_logsumexp(row, V) - (double)row[tokens[i][step + 1]];
         }
     }
-    free(row_of_image), free(slots), free(inputs), free(positions), free(rows), free(logits), free(scratch);
+    free(row_of_image), free(slots), free(inputs), free(positions), free(logits), free(scratch);
     dec_cache_free(&cache);
     return 0;
 }

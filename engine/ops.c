@@ -12,17 +12,15 @@ int ops_conv_out(int in, int kernel, int stride, int pad)
 
 void ops_pad(const float *x, int h, int w, int c, int pad, float *y)
 {
-    const int wp = w + 2 * pad;
-    const size_t row = (size_t)w * c, border = (size_t)pad * c;
-    memset(y, 0, sizeof(float) * ((size_t)pad * wp * c + border));
-    y += (size_t)pad * wp * c + border;
+    const size_t row = (size_t)w * c, border = (size_t)pad * c, band = (size_t)pad * (w + 2 * pad) * c;
+    memset(y, 0, sizeof(float) * band); /* the rows above */
+    y += band;
     for (int iy = 0; iy < h; iy++, y += row + 2 * border) {
-        memcpy(y, x + iy * row, sizeof(float) * row);
-        /* the right border of this row and the left one of the next */
-        memset(y + row, 0, sizeof(float) * (iy + 1 < h ? 2 * border : border + (size_t)pad * wp * c));
+        memset(y, 0, sizeof(float) * border);
+        memcpy(y + border, x + iy * row, sizeof(float) * row);
+        memset(y + border + row, 0, sizeof(float) * border);
     }
-    if (h == 0)
-        memset(y - border, 0, sizeof(float) * ((size_t)pad * wp * c));
+    memset(y, 0, sizeof(float) * band); /* the rows below */
 }
 
 void ops_maxpool(const float *x, int h, int w, int c, int kernel, int stride, int pad, float *y)

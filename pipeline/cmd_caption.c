@@ -164,10 +164,8 @@ static int feed_deliver(void *ctx, const sched_result *results, int n, rc_error 
             return rc_fail(err, "out of memory printing the result of %s", f->paths[at]);
         if (!r->ok) {
             f->failed++;
-            const char *why = r->error ? r->error : "failed";
-            if (!(f->err_lines[at] = malloc(strlen(why) + 1)))
+            if (!(f->err_lines[at] = strdup(r->error ? r->error : "failed")))
                 return rc_fail(err, "out of memory");
-            strcpy(f->err_lines[at], why);
         }
     }
     for (; f->next_print < f->n_paths && f->out_lines[f->next_print]; f->next_print++) {

@@ -310,14 +310,14 @@ static void caption_result(const sched_worker *w, sched_result *r, const int *se
 }
 
 /* Packs the stage's decoded images (w->order) and encodes them into
- * w->memory; *n_ok is their number. */
-static int stage_encode(sched_worker *w, stage *st, int *n_ok, rc_error *err)
+ * w->memory (cannot fail: the encoder's workspace is the worker's);
+ * returns their number. */
+static int stage_encode(sched_worker *w, stage *st)
 {
-    *n_ok = img_pack_batch(st->pixels, w->image_floats, st->ok, st->chunk.n, w->order);
-    if (*n_ok == 0)
-        return 0;
-    enc_forward_with(&w->model, &w->encoder, *n_ok, st->pixels, &(enc_outputs){.memory = w->memory});
-    return 0;
+    const int n_ok = img_pack_batch(st->pixels, w->image_floats, st->ok, st->chunk.n, w->order);
+    if (n_ok > 0)
+        enc_forward_with(&w->model, &w->encoder, n_ok, st->pixels, &(enc_outputs){.memory = w->memory});
+    return n_ok;
 }
 
 static int check_chunk(const sched_worker *w, const sched_chunk *chunk, rc_error *err)
@@ -436,14 +436,14 @@ static int admit_whole(loop *lp, stage *st, rc_error *err)
     start_results(w, st, w->results);
     rc_error model_err = {{0}};
     const double t0 = now_seconds();
-    int n_ok;
     const gen_output captions = {.ids = w->ids,
                                  .lens = w->lens,
                                  .token_probs = w->token_probs,
                                  .mean_logprob = w->mean_logprob,
                                  .min_token_prob = w->min_token_prob};
-    const int model_failed = stage_encode(w, st, &n_ok, &model_err) < 0 ||
-                             gen_decode(&w->model, n_ok, w->memory, &w->opt.decoding, NULL, &captions, &model_err) < 0;
+    const int n_ok = stage_encode(w, st);
+    const int model_failed =
+        gen_decode(&w->model, n_ok, w->memory, &w->opt.decoding, NULL, &captions, &model_err) < 0;
     const double per_image = n_ok ? (now_seconds() - t0) / n_ok : 0;
     for (int j = 0; j < n_ok; j++) {
         sched_result *r = &w->results[w->order[j]];
@@ -485,8 +485,7 @@ static int admit_to_session(loop *lp, stage *st, rc_error *err)
     start_results(w, st, fl->results);
     rc_error model_err = {{0}};
     const double t0 = now_seconds();
-    int n_ok;
-    int model_failed = stage_encode(w, st, &n_ok, &model_err) < 0;
+    const int n_ok = stage_encode(w, st);
     fl->chunk = st->chunk;
     st->chunk = (sched_chunk){0};
     st->state = STAGE_EMPTY;
@@ -494,8 +493,7 @@ static int admit_to_session(loop *lp, stage *st, rc_error *err)
     const int first_tag = (int)(fl - lp->flights) * w->opt.batch;
     for (int j = 0; j < n_ok; j++)
         lp->tags[j] = first_tag + w->order[j];
-    if (!model_failed && gen_session_add(lp->session, n_ok, w->memory, lp->tags, &model_err) < 0)
-        model_failed = 1;
+    const int model_failed = gen_session_add(lp->session, n_ok, w->memory, lp->tags, &model_err) < 0;
     const double per_image = n_ok ? (now_seconds() - t0) / n_ok : 0;
     fl->pending = model_failed ? 0 : n_ok;
     fl->joined = lp->decode_clock;

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "engine/gemm.h"
+#include "engine/ops.h"
 #include "engine/rng.h"
 
 /* Marks y's padding (columns n .. ldy-1): it must survive every product. */
@@ -220,7 +221,7 @@ static void test_backends_on_odd_shapes(void **state)
  * in place): (batch * oh * ow, kernel * kernel * c_in), (ky, kx, c) order. */
 static float *explicit_patches(const gemm_conv *cv)
 {
-    const int oh = gemm_conv_out(cv->h, cv->kernel, cv->stride), ow = gemm_conv_out(cv->w, cv->kernel, cv->stride);
+    const int oh = ops_conv_out(cv->h, cv->kernel, cv->stride, 0), ow = ops_conv_out(cv->w, cv->kernel, cv->stride, 0);
     const size_t row = (size_t)cv->kernel * cv->kernel * cv->c_in;
     float *cols = malloc(sizeof(float) * cv->batch * oh * ow * row);
     assert_non_null(cols);
@@ -255,7 +256,7 @@ static void test_conv_is_the_patch_product(void **state)
         const int batch = cases[ci].batch, h = cases[ci].h, w = cases[ci].w, c_in = cases[ci].c_in;
         const int n = cases[ci].n_out, kernel = cases[ci].kernel, stride = cases[ci].stride;
         const int k = kernel * kernel * c_in, ldy = n + 3;
-        const int m = batch * gemm_conv_out(h, kernel, stride) * gemm_conv_out(w, kernel, stride);
+        const int m = batch * ops_conv_out(h, kernel, stride, 0) * ops_conv_out(w, kernel, stride, 0);
         float *x = random_floats(&r, (size_t)batch * h * w * c_in, 1.0);
         float *weights = random_floats(&r, (size_t)n * k, 0.1), *bias = random_floats(&r, n, 1.0);
         float *residual = random_floats(&r, (size_t)m * n, 1.0);
