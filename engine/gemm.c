@@ -366,9 +366,11 @@ static void cblas_tile(const gemm_call *call, int t)
     size_t ldx = call->ldx;
     if (call->conv) { /* sgemm needs the tile's patch rows as a matrix */
         float *patches = scratch + (call->packed_bf16 ? (size_t)k * GEMM_PANEL : 0);
-        for (int i = 0; i < mt; i++)
+        for (int i = 0; i < mt; i++) {
+            const float *start = row_start(call, m0 + i);
             for (int k0 = 0; k0 < k; k0 += call->k_span)
-                memcpy(patches + (size_t)i * k + k0, row_at(call, m0 + i, k0), sizeof(float) * call->k_span);
+                memcpy(patches + (size_t)i * k + k0, column_at(call, start, k0), sizeof(float) * call->k_span);
+        }
         xt = patches;
         ldx = (size_t)k;
     }
