@@ -153,4 +153,4 @@ bench: $(BENCH_BIN) $(RADCAP)
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz radcap
 
--include $(LIB_OBJ:.o=.d) $(TEST_BIN:%=%.d) $(BUILD)/pipeline/main.d
+-include $(LIB_OBJ:.o=.d) $(TEST_BIN:%=%.d) $(TEST_HELPER_OBJ:.o=.d) $(BENCH_BIN:$(BUILD)/bench/%=$(BUILD)/tests/bench/%.d) $(BUILD)/pipeline/main.d

@@ -46,11 +46,17 @@ enum {
 
 /* ---- backend choice ---------------------------------------------------- */
 
-enum { BACKEND_AVX512, BACKEND_AVX2, BACKEND_PORTABLE, BACKEND_CBLAS, N_BACKENDS };
+/* "auto" takes the first of the first three that the CPU runs */
+enum {
+    BACKEND_AVX512, BACKEND_AVX2, BACKEND_PORTABLE, BACKEND_CBLAS, BACKEND_AVX512BF16, BACKEND_AVX512BF16_EMULATED,
+    N_BACKENDS
+};
 
-static const char *const backend_names[N_BACKENDS] = {"avx512", "avx2", "portable", "cblas"};
-static const gemm_ukernel *const backend_kernels[N_BACKENDS] = {&gemm_ukernel_avx512, &gemm_ukernel_avx2,
-                                                                &gemm_ukernel_portable, NULL};
+static const char *const backend_names[N_BACKENDS] = {"avx512", "avx2", "portable", "cblas", "avx512bf16",
+                                                      "avx512bf16-emulated"};
+static const gemm_ukernel *const backend_kernels[N_BACKENDS] = {
+    &gemm_ukernel_avx512, &gemm_ukernel_avx2, &gemm_ukernel_portable, NULL, &gemm_ukernel_avx512bf16,
+    &gemm_ukernel_avx512bf16_emulated};
 
 /* The backend in use, or -1 until the first product or gemm_set_backend.
  * Process-wide on purpose: it follows from the CPU, which is process-wide
@@ -61,7 +67,11 @@ static int cpu_runs(int backend)
 {
     __builtin_cpu_init();
     switch (backend) {
-    case BACKEND_AVX512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    case BACKEND_AVX512:
+    case BACKEND_AVX512BF16_EMULATED: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+    case BACKEND_AVX512BF16:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("avx512bf16");
     case BACKEND_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     default: return 1;
     }
@@ -69,8 +79,8 @@ static int cpu_runs(int backend)
 
 static int fastest_backend(void)
 {
-    for (int b = 0; b < N_BACKENDS; b++)
-        if (backend_kernels[b] && cpu_runs(b))
+    for (int b = 0; b < BACKEND_PORTABLE; b++)
+        if (cpu_runs(b))
             return b;
     return BACKEND_PORTABLE;
 }
@@ -103,7 +113,9 @@ int gemm_set_backend(const char *name, rc_error *err)
 {
     const int b = backend_index(name);
     if (b < 0)
-        return rc_fail(err, "unknown matrix-product backend '%s' (expected auto, avx512, avx2, portable or cblas)",
+        return rc_fail(err,
+                       "unknown matrix-product backend '%s' (expected auto, avx512, avx2, portable, cblas, "
+                       "avx512bf16 or avx512bf16-emulated)",
                        name);
     if (!cpu_runs(b))
         return rc_fail(err, "matrix-product backend '%s' needs instructions this CPU lacks", name);
@@ -175,23 +187,49 @@ static int n_panels(int n_out)
     return (n_out + GEMM_PANEL - 1) / GEMM_PANEL;
 }
 
-int gemm_pack(gemm_weights *w, rc_error *err)
+/* Rows of K a panel stores: n_in, or n_in rounded up to pairs. */
+static int k_stored(int n_in, int pairs)
 {
-    const int bf16 = w->precision == GEMM_BF16;
-    if (w->precision != GEMM_FP32 && !bf16)
-        return rc_fail(err, "unknown weight precision %d", (int)w->precision);
-    if (bf16 ? w->packed_bf16 != NULL : w->packed != NULL)
-        return 0;
-    const int n = w->n_out, k = w->n_in, panels = n_panels(n);
-    if (n < 0 || k < 0 || (!w->w && (size_t)n * k > 0))
-        return rc_fail(err, "cannot pack a (%d, %d) weight matrix without its values", n, k);
-    const size_t elements = (size_t)panels * k * GEMM_PANEL, size = bf16 ? sizeof(uint16_t) : sizeof(float);
+    return pairs ? (n_in + 1) / 2 * 2 : n_in;
+}
+
+/* Where W[j, k] is among bfloat16 panels of either layout (gemm.h). */
+static size_t bf16_index(int n_in, int pairs, int j, int k)
+{
+    const size_t panel = (size_t)(j / GEMM_PANEL) * k_stored(n_in, pairs);
+    const int c = j % GEMM_PANEL;
+    return pairs ? ((panel + (size_t)k / 2 * 2) * GEMM_PANEL + 2 * (size_t)c + (size_t)k % 2)
+                 : (panel + (size_t)k) * GEMM_PANEL + (size_t)gemm_bf16_slot(c);
+}
+
+/* Whether the backend in use reads bfloat16 panels as k pairs. */
+static int backend_reads_pairs(void)
+{
+    const gemm_ukernel *kernel = backend_kernels[current_backend()];
+    return kernel && kernel->bf16_dot;
+}
+
+/* W[j, k] from w's values: w->w, else its bfloat16 panels. */
+static inline float source_value(const gemm_weights *w, int j, int k)
+{
+    if (w->w)
+        return w->w[(size_t)j * w->n_in + k];
+    return gemm_bf16_to_float(w->packed_bf16[bf16_index(w->n_in, w->bf16_pairs, j, k)]);
+}
+
+/* New panels of w's values: float, or bfloat16 in the k-pair layout
+ * (pairs) or the other; *memory NULL and -1 if memory runs out. */
+static int pack_panels(const gemm_weights *w, int bf16, int pairs, void **memory, rc_error *err)
+{
+    const int n = w->n_out, k = w->n_in, rows_stored = k_stored(k, bf16 && pairs), panels = n_panels(n);
+    const size_t elements = (size_t)panels * rows_stored * GEMM_PANEL, size = bf16 ? sizeof(uint16_t) : sizeof(float);
     /* Large matrices go on transparent huge pages where the system allows:
      * far fewer page faults at load (which cost more than the copy)
      * and of the TLB misses while W streams through the kernels. */
     const size_t align = elements * size >= HUGE_MIN_BYTES ? HUGE_PAGE_BYTES : 64;
     const size_t bytes = (elements * size + align - 1) / align * align;
     void *panel_memory = aligned_alloc(align, bytes ? bytes : align);
+    *memory = panel_memory;
     if (!panel_memory)
         return rc_fail(err, "out of memory packing a (%d, %d) weight matrix (%zu MB)", n, k, bytes >> 20);
 #ifdef MADV_HUGEPAGE
@@ -200,29 +238,50 @@ int gemm_pack(gemm_weights *w, rc_error *err)
 #endif
     float *full = panel_memory;
     uint16_t *half = panel_memory;
-    const float *src = w->w;
     /* written in order (whole cache lines at once); the 32 rows read
      * meanwhile each advance one float per step, and stay in cache */
 #pragma omp parallel for schedule(static) if (elements > 65536)
     for (int p = 0; p < panels; p++) {
         const int rows = n - p * GEMM_PANEL < GEMM_PANEL ? n - p * GEMM_PANEL : GEMM_PANEL;
-        const float *from = src + (size_t)p * GEMM_PANEL * k;
-        for (int i = 0; i < k; i++) {
-            const size_t row = ((size_t)p * k + i) * GEMM_PANEL;
-            for (int c = 0; c < GEMM_PANEL; c++) {
-                const float value = c < rows ? from[(size_t)c * k + i] : 0.0f;
-                if (bf16)
-                    half[row + gemm_bf16_slot(c)] = gemm_bf16_round(value);
-                else
-                    full[row + c] = value;
-            }
+        const float *from = w->w ? w->w + (size_t)p * GEMM_PANEL * k : NULL;
+        for (int i = 0; i < rows_stored; i++) {
+            float values[GEMM_PANEL] = {0}; /* row i of the panel: zero past n_out and n_in */
+            for (int c = 0; c < rows && i < k; c++)
+                values[c] = from ? from[(size_t)c * k + i] : source_value(w, p * GEMM_PANEL + c, i);
+            const size_t row = ((size_t)p * rows_stored + i) * GEMM_PANEL; /* bf16_index, found once a row */
+            if (!bf16)
+                memcpy(full + row, values, sizeof values);
+            else if (pairs) /* pair row i / 2, half i % 2 */
+                for (int c = 0; c < GEMM_PANEL; c++)
+                    half[row - (size_t)(i % 2) * GEMM_PANEL + 2 * (size_t)c + (size_t)(i % 2)] = gemm_bf16_round(values[c]);
+            else
+                for (int c = 0; c < GEMM_PANEL; c++)
+                    half[row + (size_t)gemm_bf16_slot(c)] = gemm_bf16_round(values[c]);
         }
     }
-    gemm_unpack(w); /* a copy in the other precision, if any */
-    if (bf16)
-        w->packed_bf16 = half;
-    else
-        w->packed = full;
+    return 0;
+}
+
+int gemm_pack(gemm_weights *w, rc_error *err)
+{
+    const int bf16 = w->precision == GEMM_BF16, pairs = bf16 && backend_reads_pairs();
+    if (w->precision != GEMM_FP32 && !bf16)
+        return rc_fail(err, "unknown weight precision %d", (int)w->precision);
+    if (bf16 ? w->packed_bf16 != NULL && w->bf16_pairs == pairs : w->packed != NULL)
+        return 0;
+    if (w->n_out < 0 || w->n_in < 0 ||
+        (!w->w && !(bf16 && w->packed_bf16) && (size_t)w->n_out * w->n_in > 0))
+        return rc_fail(err, "cannot pack a (%d, %d) weight matrix without its values", w->n_out, w->n_in);
+    void *memory;
+    if (pack_panels(w, bf16, pairs, &memory, err) < 0)
+        return -1;
+    gemm_unpack(w); /* a copy in the other precision or layout, if any */
+    if (bf16) {
+        w->packed_bf16 = memory;
+        w->bf16_pairs = pairs;
+    } else {
+        w->packed = memory;
+    }
     return 0;
 }
 
@@ -232,6 +291,7 @@ void gemm_unpack(gemm_weights *w)
     free(w->packed_bf16);
     w->packed = NULL;
     w->packed_bf16 = NULL;
+    w->bf16_pairs = 0;
 }
 
 /* Panel row-major floats (kc, GEMM_PANEL) from the bfloat16 panel rows at
@@ -251,6 +311,8 @@ typedef struct gemm_call {
     const gemm_ukernel *kernel; /* NULL: cblas */
     const float *packed;        /* float panels of W (NULL in bf16, or for cblas on unpacked weights) */
     const uint16_t *packed_bf16; /* bfloat16 panels of W, or NULL: not bf16 */
+    int dot;                    /* 1: a dot-product kernel's bf16 product (x rounded, panels of
+                                 * k pairs) */
     float *scratch;             /* cblas only: per thread, scratch_floats floats: a widened panel
                                  * (n_in, GEMM_PANEL) on bf16 panels, then a tile's patch rows
                                  * (tile_m, n_in) for a convolution; else NULL */
@@ -302,6 +364,24 @@ static void tile_bounds(const gemm_call *call, int t, int *m0, int *m1, int *p0,
     *p1 = *p0 + call->tile_panels < call->panels ? *p0 + call->tile_panels : call->panels;
 }
 
+/* The kc columns from k0 of the `mr` rows starting at starts[0 ..], rounded
+ * to bfloat16 into out (row r at r * K_BLOCK), with a zero after an odd kc:
+ * what a dot kernel multiplies. */
+static void rows_to_bf16(const gemm_call *call, const float *const *starts, int mr, int k0, int kc, uint16_t *out)
+{
+    for (int r = 0; r < mr; r++) {
+        uint16_t *row = out + (size_t)r * K_BLOCK;
+        for (int k = k0; k < k0 + kc;) { /* run by run (a convolution's window rows) */
+            const int run_end = (k / call->k_span + 1) * call->k_span;
+            const int len = (run_end < k0 + kc ? run_end : k0 + kc) - k;
+            call->kernel->to_bf16(column_at(call, starts[r], k), len, row + (k - k0));
+            k += len;
+        }
+        if (kc % 2)
+            row[kc] = 0;
+    }
+}
+
 /* Tile t with the engine's micro-kernel: for each K block, each block of
  * rows (its slice of x stays in L1) passes over the tile's panels (their
  * slice stays in L2), while the next rows' slice is prefetched. */
@@ -312,6 +392,9 @@ static void kernel_tile(const gemm_call *call, int t)
     const gemm_epilogue *ep = call->ep;
     const float *residual = ep ? ep->residual : NULL;
     void (*const run)(const gemm_block *) = call->packed_bf16 ? call->kernel->run_bf16 : call->kernel->run;
+    const int stored = k_stored(K, call->dot);
+    /* a dot kernel's rows of x, rounded to bfloat16 for one K block */
+    _Alignas(64) uint16_t x_bf16[GEMM_MR_MAX * K_BLOCK];
     int m0, m1, p0, p1;
     tile_bounds(call, t, &m0, &m1, &p0, &p1);
     /* where the tile's rows start, found once (for a convolution, a few
@@ -319,19 +402,25 @@ static void kernel_tile(const gemm_call *call, int t)
     const float *starts[TILE_ROWS + GEMM_MR_MAX];
     for (int i = m0; i < m1; i++)
         starts[i - m0] = row_start(call, i);
-    /* K blocks of whole runs, or parts of one run (gemm_linear's choice) */
-    const int whole_runs = call->k_block % call->k_span == 0;
+    /* K blocks of whole runs, or parts of one run (gemm_linear's choice);
+     * a dot kernel reads its own copy of x, and takes any even K block */
+    const int whole_runs = call->dot || call->k_block % call->k_span == 0;
     int k0 = 0;
     do {
         const int end = whole_runs ? K : (k0 / call->k_span + 1) * call->k_span;
         const int kc = end - k0 < call->k_block ? end - k0 : call->k_block;
-        gemm_block g = {.panel_stride = (size_t)K * GEMM_PANEL, .kc = kc, .ldc = call->ldy,
+        gemm_block g = {.panel_stride = (size_t)stored * GEMM_PANEL, .kc = kc, .ldc = call->ldy,
                         .run = whole_runs ? call->k_span : kc, .run_stride = call->run_stride,
                         .first = k0 == 0, .last = k0 + kc == K,
                         .ld_residual = residual ? (size_t)ep->ld_residual : 0, .relu = ep ? ep->relu : 0};
         for (int i = m0; i < m1; i += mr_max) {
             g.mr = m1 - i < mr_max ? m1 - i : mr_max;
-            g.prefetch = i + mr_max < m1;
+            if (call->dot) {
+                rows_to_bf16(call, starts + (i - m0), g.mr, k0, kc, x_bf16);
+                g.x_bf16 = x_bf16;
+                g.ld_x_bf16 = K_BLOCK;
+            }
+            g.prefetch = !call->dot && i + mr_max < m1;
             for (int r = 0; r < GEMM_MR_MAX; r++) { /* short blocks repeat their last row */
                 const int row = i + r < m1 ? i + r : m1 - 1, next = i + mr_max + r < m1 ? i + mr_max + r : m1 - 1;
                 g.a[r] = column_at(call, starts[row - m0], k0);
@@ -339,7 +428,7 @@ static void kernel_tile(const gemm_call *call, int t)
             }
             for (int p = p0; p < p1; p += step) {
                 const int j0 = p * GEMM_PANEL, j1 = (p + step < p1 ? p + step : p1) * GEMM_PANEL;
-                const size_t at = ((size_t)p * K + k0) * GEMM_PANEL;
+                const size_t at = ((size_t)p * stored + k0) * GEMM_PANEL;
                 g.b = call->packed_bf16 ? (const void *)(call->packed_bf16 + at) : (const void *)(call->packed + at);
                 g.nr = (j1 < w->n_out ? j1 : w->n_out) - j0;
                 g.bias = w->bias ? w->bias + j0 : NULL;
@@ -412,12 +501,17 @@ static void cblas_tile(const gemm_call *call, int t)
 /* W[j, k] as gemm.h says it is multiplied. */
 static float weight_at(const gemm_call *call, int j, int k)
 {
-    const gemm_weights *w = call->w;
-    if (call->packed_bf16)
-        return gemm_bf16_to_float(
-            call->packed_bf16[((size_t)(j / GEMM_PANEL) * w->n_in + k) * GEMM_PANEL + gemm_bf16_slot(j % GEMM_PANEL)]);
-    const float value = w->w[(size_t)j * w->n_in + k];
-    return w->precision == GEMM_BF16 ? gemm_bf16_to_float(gemm_bf16_round(value)) : value;
+    const float value = source_value(call->w, j, k);
+    return call->w->precision == GEMM_BF16 ? gemm_bf16_to_float(gemm_bf16_round(value)) : value;
+}
+
+/* x[i, k] as multiplied: a dot kernel rounds it to bfloat16; 0 past K. */
+static float x_at(const gemm_call *call, int i, int k)
+{
+    if (k >= call->w->n_in)
+        return 0.0f;
+    const float x = *row_at(call, i, k);
+    return call->dot ? gemm_bf16_to_float(gemm_bf16_round(x)) : x;
 }
 
 /* The definition of gemm.h, element by element: used only when the memory
@@ -430,8 +524,14 @@ static void scalar_product(const gemm_call *call, int m)
     for (int i = 0; i < m; i++)
         for (int j = 0; j < w->n_out; j++) {
             float s = 0.0f;
-            for (int k = 0; k < w->n_in; k++)
-                s = fmaf(*row_at(call, i, k), weight_at(call, j, k), s);
+            if (call->dot) /* pairs, the odd k first; products exact */
+                for (int k = 0; k < w->n_in; k += 2) {
+                    s = s + x_at(call, i, k + 1) * (k + 1 < w->n_in ? weight_at(call, j, k + 1) : 0.0f);
+                    s = s + x_at(call, i, k) * weight_at(call, j, k);
+                }
+            else
+                for (int k = 0; k < w->n_in; k++)
+                    s = fmaf(x_at(call, i, k), weight_at(call, j, k), s);
             if (w->bias)
                 s = s + w->bias[j];
             if (ep && ep->residual)
@@ -452,26 +552,29 @@ static void product(gemm_call call, int m)
         return;
     const int backend = current_backend(), bf16 = w->precision == GEMM_BF16;
     call.kernel = backend_kernels[backend];
+    call.dot = bf16 && call.kernel && call.kernel->bf16_dot;
     call.packed = bf16 ? NULL : w->packed;
-    call.packed_bf16 = bf16 ? w->packed_bf16 : NULL;
-    /* unpacked weights: packed for the call (the kernels read only panels, and
-     * in bf16 the panels hold the rounded weights every backend multiplies) */
-    gemm_weights temporary = *w;
-    temporary.packed = NULL;
-    temporary.packed_bf16 = NULL;
+    call.packed_bf16 = bf16 && w->bf16_pairs == call.dot ? w->packed_bf16 : NULL;
+    /* unpacked weights, or bfloat16 ones in the other layout: packed for the
+     * call (the kernels read only panels, and in bf16 the panels hold the
+     * rounded weights every backend multiplies) */
+    void *temporary = NULL;
     const int pack_now = (call.kernel || bf16) && !(bf16 ? call.packed_bf16 != NULL : call.packed != NULL);
     if (pack_now) {
-        if (gemm_pack(&temporary, NULL) < 0) {
+        if (pack_panels(w, bf16, call.dot, &temporary, NULL) < 0) {
             scalar_product(&call, m);
             return;
         }
-        call.packed = temporary.packed;
-        call.packed_bf16 = temporary.packed_bf16;
+        call.packed = bf16 ? NULL : temporary;
+        call.packed_bf16 = bf16 ? temporary : NULL;
     }
     /* K blocks of at most K_BLOCK: as many whole runs as fit in equal
      * numbers (a convolution's window rows: the accumulators stay in
      * registers across them), else equal parts of each run */
-    if (call.k_span <= K_BLOCK) {
+    if (call.dot) { /* a dot kernel's blocks: equal and even (pairs) */
+        const int blocks = (k + K_BLOCK - 1) / K_BLOCK;
+        call.k_block = k > 0 ? ((k + blocks - 1) / blocks + 1) / 2 * 2 : 0;
+    } else if (call.k_span <= K_BLOCK) {
         const int runs = (k + call.k_span - 1) / call.k_span, per_block = K_BLOCK / call.k_span;
         const int blocks = (runs + per_block - 1) / per_block;
         call.k_block = k > 0 ? (runs + blocks - 1) / blocks * call.k_span : 0;
@@ -497,7 +600,7 @@ static void product(gemm_call call, int m)
         call.scratch = malloc(sizeof(float) * ((size_t)threads * call.scratch_floats + 1));
         if (!call.scratch) {
             scalar_product(&call, m);
-            gemm_unpack(&temporary);
+            free(temporary);
             return;
         }
     }
@@ -521,7 +624,7 @@ static void product(gemm_call call, int m)
             cblas_tile(&call, t);
     }
     free(call.scratch);
-    gemm_unpack(&temporary); /* packed for this call, if it was */
+    free(temporary); /* packed for this call, if it was */
 }
 
 void gemm_linear(const gemm_weights *w, int m, const float *x, int ldx, float *y, int ldy,

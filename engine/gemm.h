@@ -11,7 +11,15 @@
  *   portable  the same algorithm in plain C          (gemm_portable.c)
  *   cblas     CBLAS sgemm (OpenBLAS) on tiles of y, single-threaded inside
  *             OpenMP's loop so that OpenMP stays the only thread pool.
- * The first three share one blocked driver (gemm.c): weights packed once at
+ *   avx512bf16           avx512, except that bf16 products multiply bfloat16
+ *                        by bfloat16 with VDPBF16PS (AVX512_BF16): twice
+ *                        the multiply-adds per instruction, x rounded too
+ *                        (see Precision; gemm_avx512bf16.c)
+ *   avx512bf16-emulated  the same kernel with that instruction emulated
+ *                        (AVX-512F): to test it on CPUs without it; slow
+ * Those two are never chosen by "auto": they change bf16 results (x is
+ * rounded), so a site asks for them.
+ * All but cblas share one blocked driver (gemm.c): weights packed once at
  * load into panels of GEMM_PANEL columns, cache blocking over K and N,
  * OpenMP over tiles of M and N, bias/residual/ReLU fused into the store.
  *
@@ -32,6 +40,17 @@
  * W[j, k])): the weights are rounded once, when packed, and the products are
  * then exact, so the three engine backends still agree bit for bit; cblas
  * multiplies the same rounded weights (widened to float) with sgemm.
+ *
+ * bf16 on the avx512bf16 backends (dot products): x is rounded too, and
+ * each output element is
+ *     x' = gemm_bf16_round(x), W' = gemm_bf16_round(W), both zero past n_in;
+ *     s = 0; for q = 0 .. ceil(n_in / 2) - 1:
+ *         s = s + x'[i, 2q+1] * W'[j, 2q+1];  s = s + x'[i, 2q] * W'[j, 2q];
+ *     then bias, residual and ReLU as above.
+ * The products are exact in float and each sum is rounded once. The
+ * emulated backend computes exactly this; VDPBF16PS does too but treats
+ * bfloat16 subnormals as zero and flushes subnormal sums to zero. Row i
+ * still depends only on row i of x and W (not on m, tiles or threads).
  */
 #ifndef RC_GEMM_H
 #define RC_GEMM_H
@@ -65,7 +84,14 @@ typedef struct gemm_weights {
                                * half and W[p*32 + 16 + c, k] in its high half (so
                                * either half widens to float with one shift or one
                                * mask); zero-padded, 64-byte aligned; NULL until
-                               * gemm_pack, and always NULL in GEMM_FP32 */
+                               * gemm_pack, and always NULL in GEMM_FP32.
+                               * With bf16_pairs, the dot products' layout instead:
+                               * (ceil(n_out / GEMM_PANEL), ceil(n_in / 2), GEMM_PANEL, 2):
+                               * pair row q of panel p holds 32 words, word c =
+                               * W[p*32 + c, 2q] in its low half and W[p*32 + c, 2q+1]
+                               * in its high half (zero past n_in) */
+    int bf16_pairs;           /* 1: packed_bf16 has the k-pair layout (set by gemm_pack
+                               * when the backend in use is an avx512bf16 one) */
 } gemm_weights;
 
 /* What is applied to each output element after the product and bias, in this
@@ -108,12 +134,17 @@ typedef struct gemm_conv {
  * determinism holds. m = 0 or c_in = 0 follow gemm_linear too. */
 void gemm_conv2d(const gemm_weights *w, const gemm_conv *conv, float *y, int ldy, const gemm_epilogue *epilogue);
 
-/* Makes w->packed (or w->packed_bf16, as w->precision says) from w->w
- * (call once, at load; a second call keeps what is there, and a packed copy
- * of the other precision is freed). w->w stays as it is (in GEMM_FP32 the
- * cblas backend reads it when present; the caller may drop it afterwards).
- * Returns -1 if memory runs out, if w->w is NULL (and W not empty) or if
- * w->precision is not one of the enum's. */
+/* Makes w->packed (or w->packed_bf16, as w->precision says, in the layout
+ * the backend in use reads) from w->w, or when w->w is NULL from bfloat16
+ * panels already there in the other layout (call once, at load; a second
+ * call keeps what is there, and a packed copy of the other precision or
+ * layout is freed). w->w stays as it is (in GEMM_FP32 the cblas backend
+ * reads it when present; the caller may drop it afterwards: a product on a
+ * backend that reads the other bfloat16 layout then repacks for the call,
+ * which is correct but slow: choose the backend before packing).
+ * Returns -1 if memory runs out, if the values are missing (w->w NULL, W
+ * not empty and no bfloat16 panels for a bf16 packing) or if w->precision
+ * is not one of the enum's. */
 int gemm_pack(gemm_weights *w, rc_error *err);
 
 /* Frees w->packed and w->packed_bf16 (safe on never-packed weights). */
@@ -135,15 +166,15 @@ int gemm_precision_parse(const char *name, gemm_precision *precision, rc_error *
 const char *gemm_precision_name(gemm_precision precision);
 
 /* Selects the backend for the whole process: "auto" (the fastest this CPU
- * supports: avx512, else avx2, else portable), "avx512", "avx2", "portable"
- * or "cblas". Returns -1 for an unknown name or an instruction set this CPU
+ * supports: avx512, else avx2, else portable), "avx512", "avx2", "portable",
+ * "cblas", "avx512bf16" or "avx512bf16-emulated". Returns -1 for an unknown name or an instruction set this CPU
  * lacks. Without a call, the first gemm_linear uses $RADCAP_GEMM when it
  * names a usable backend, else "auto". Call at start-up, not while products
  * run. */
 int gemm_set_backend(const char *name, rc_error *err);
 
-/* The backend in use ("avx512", "avx2", "portable" or "cblas"), resolving
- * the choice as the first gemm_linear would. */
+/* The backend in use (one of gemm_set_backend's names, never "auto"),
+ * resolving the choice as the first gemm_linear would. */
 const char *gemm_backend_name(void);
 
 /* 1 if this CPU can run the named backend ("auto" always can). */

@@ -124,4 +124,4 @@ static AVX2 void run_bf16(const gemm_block *g)
     run_rows(1, g);
 }
 
-const gemm_ukernel gemm_ukernel_avx2 = {"avx2", MR, GEMM_PANEL, run, run_bf16};
+const gemm_ukernel gemm_ukernel_avx2 = {"avx2", MR, GEMM_PANEL, run, run_bf16, 0, NULL};

@@ -12,30 +12,23 @@
  * bf16 panels: a panel row is one 64-byte load of 16 words, each holding
  * columns c and c + 16; a shift left by 16 makes columns 0..15 floats, a
  * mask of the high halves columns 16..31 (one instruction per vector, where
- * zero-extending 16 halves and shifting would take two). This CPU family
- * has no bf16 arithmetic to use instead (VDPBF16PS is AVX512_BF16, and
- * would round x to bf16 too).
+ * zero-extending 16 halves and shifting would take two). Multiplying
+ * bfloat16 by bfloat16 (VDPBF16PS, AVX512_BF16, which rounds x too) is the
+ * avx512bf16 backend's kernel (gemm_avx512bf16_body.h).
  */
 #include <immintrin.h>
 #include <stdint.h>
 
-#include "gemm_kernel.h"
+#include "gemm_avx512.h"
 
 #define AVX512 __attribute__((target("avx512f,fma")))
-/* Loops over rows and vectors of a block are unrolled completely, so that
- * the accumulator arrays become registers (-O2 would keep them in memory). */
-#define UNROLL _Pragma("GCC unroll 16")
+#define UNROLL AVX512_UNROLL
 
-enum { MR = 6, NV = 4, PANEL_VECTORS = GEMM_PANEL / 16 };
+enum { MR = AVX512_MR, NV = AVX512_NV, PANEL_VECTORS = AVX512_PANEL_VECTORS };
 
 /* Panel rows prefetched ahead of the one in use (4 to 16 measured alike,
  * a few percent faster than none, on the encoder's products). */
 enum { B_AHEAD = 8 };
-
-static AVX512 inline __mmask16 lanes(int count)
-{
-    return count >= 16 ? (__mmask16)0xFFFF : count <= 0 ? (__mmask16)0 : (__mmask16)((1u << count) - 1);
-}
 
 /* Row k of the block's panels as nv vectors of 16 floats: vector v holds
  * columns 16v .. 16v + 15, from panel v / 2. */
@@ -107,44 +100,15 @@ static AVX512 inline __attribute__((always_inline)) void block_rows(const int mr
                                                                     const gemm_block *g)
 {
     __mmask16 mask[NV];
-    UNROLL
-    for (int v = 0; v < NV; v++)
-        mask[v] = lanes(g->nr - 16 * v);
-    const size_t element = bf16 ? sizeof(uint16_t) : sizeof(float);
     const void *panel[NV / PANEL_VECTORS];
-    UNROLL
-    for (int q = 0; q < NV / PANEL_VECTORS; q++)
-        panel[q] = (const char *)g->b + q * g->panel_stride * element;
+    avx512_block_start(g, bf16 ? sizeof(uint16_t) : sizeof(float), mask, panel);
     __m512 acc[MR][NV];
-    UNROLL
-    for (int r = 0; r < mr; r++)
-        UNROLL
-        for (int v = 0; v < NV; v++)
-            acc[r][v] = g->first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[v], g->c + r * g->ldc + 16 * v);
+    avx512_load_sums(mr, g, mask, acc);
     if (g->nr > GEMM_PANEL)
         accumulate(mr, NV, bf16, g, panel, acc);
     else /* one panel (the last of W may have no successor to read) */
         accumulate(mr, PANEL_VECTORS, bf16, g, panel, acc);
-    const __m512 zero = _mm512_setzero_ps();
-    UNROLL
-    for (int v = 0; v < NV; v++) {
-        if (!mask[v])
-            continue;
-        const __m512 bias = g->last && g->bias ? _mm512_maskz_loadu_ps(mask[v], g->bias + 16 * v) : zero;
-        UNROLL
-        for (int r = 0; r < mr; r++) {
-            __m512 y = acc[r][v];
-            if (g->last) {
-                if (g->bias)
-                    y = _mm512_add_ps(y, bias);
-                if (g->residual)
-                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask[v], g->residual + r * g->ld_residual + 16 * v));
-                if (g->relu)
-                    y = _mm512_max_ps(y, zero); /* max(y, 0): 0 for NaN, +0 for -0, as `y > 0 ? y : 0` */
-            }
-            _mm512_mask_storeu_ps(g->c + r * g->ldc + 16 * v, mask[v], y);
-        }
-    }
+    avx512_store_sums(mr, g, mask, acc);
 }
 
 #define ROWS(n)                                                                                                      \
@@ -169,4 +133,27 @@ static AVX512 void run_bf16(const gemm_block *g)
     run_rows(1, g);
 }
 
-const gemm_ukernel gemm_ukernel_avx512 = {"avx512", MR, NV * 16, run, run_bf16};
+/* gemm_bf16_round on 16 floats at a time (the rounding's integer form, so
+ * that it needs AVX-512F only and keeps subnormals as that function does). */
+AVX512 void gemm_avx512_to_bf16(const float *x, int n, uint16_t *out)
+{
+    const __m512i magnitude = _mm512_set1_epi32(0x7FFFFFFF), inf = _mm512_set1_epi32(0x7F800000);
+    const __m512i half_less = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1), quiet = _mm512_set1_epi32(0x40);
+    for (int i = 0; i < n; i += 16) {
+        const __mmask16 m = avx512_lanes(n - i);
+        const __m512i bits = _mm512_maskz_loadu_epi32(m, x + i);
+        const __m512i high = _mm512_srli_epi32(bits, 16);
+        const __m512i rounded = _mm512_srli_epi32(
+            _mm512_add_epi32(_mm512_add_epi32(bits, half_less), _mm512_and_si512(high, one)), 16);
+        const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, magnitude), inf);
+        const __m512i halves = _mm512_mask_blend_epi32(nan, rounded, _mm512_or_si512(high, quiet));
+        _mm512_mask_cvtepi32_storeu_epi16(out + i, m, halves);
+    }
+}
+
+void gemm_avx512_run(const gemm_block *g)
+{
+    run(g);
+}
+
+const gemm_ukernel gemm_ukernel_avx512 = {"avx512", MR, NV * 16, run, run_bf16, 0, NULL};

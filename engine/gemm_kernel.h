@@ -11,11 +11,18 @@
  * promises: that is what makes every backend give the same bits.
  * `run` reads float panels, `run_bf16` bfloat16 ones (gemm.h's layout),
  * widened to float exactly in registers before the same multiply-adds.
+ *
+ * Dot-product kernels (bf16_dot = 1: the avx512bf16 backends) compute
+ * bfloat16 products gemm.h's other way: their `run_bf16` takes x already
+ * rounded to bfloat16 (x_bf16, made by the kernel's own `to_bf16`) and W in
+ * the k-pair layout, and adds the two products of each pair of k to the sum,
+ * the odd k first (gemm.h). Their `run` is the avx512 kernel's.
  */
 #ifndef RC_GEMM_KERNEL_H
 #define RC_GEMM_KERNEL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "gemm.h"
 
@@ -35,7 +42,11 @@ typedef struct gemm_block {
     size_t run_stride;     /* ... and run j of row r starts at a[r] + j * run_stride (window
                             * rows of a convolution: one image row apart) */
     const void *b;         /* first packed panel at k0: (kc, GEMM_PANEL) floats, or bfloat16
-                            * for run_bf16; 64-byte aligned */
+                            * for run_bf16 (k-pair rows for a dot kernel); 64-byte aligned */
+    const uint16_t *x_bf16; /* dot kernels only: row r of x from k0, rounded to bfloat16, at
+                             * x_bf16 + r * ld_x_bf16: kc halves and a zero when kc is odd;
+                             * 4-byte aligned (a pair is one 32-bit word) */
+    size_t ld_x_bf16;      /* even */
     size_t panel_stride;   /* elements from one panel to the next (n_in * GEMM_PANEL) */
     int kc;                /* K range of this block (may be 0) */
     float *c;              /* y at (i0, j0): (mr, ldc) */
@@ -56,6 +67,9 @@ typedef struct gemm_ukernel {
     int nr_max;       /* most columns per block: a multiple of GEMM_PANEL */
     void (*run)(const gemm_block *block);      /* float panels */
     void (*run_bf16)(const gemm_block *block); /* bfloat16 panels */
+    int bf16_dot;     /* 1: run_bf16 is a dot-product kernel (see the top) */
+    /* dot kernels: out[i] = gemm_bf16_round(x[i]) for i < n, bit for bit */
+    void (*to_bf16)(const float *x, int n, uint16_t *out);
 } gemm_ukernel;
 
 /* Where column c (0 .. GEMM_PANEL-1) of a bfloat16 panel row sits among its
@@ -69,5 +83,7 @@ static inline int gemm_bf16_slot(int c)
 extern const gemm_ukernel gemm_ukernel_avx512;
 extern const gemm_ukernel gemm_ukernel_avx2;
 extern const gemm_ukernel gemm_ukernel_portable;
+extern const gemm_ukernel gemm_ukernel_avx512bf16;
+extern const gemm_ukernel gemm_ukernel_avx512bf16_emulated;
 
 #endif

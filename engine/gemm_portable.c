@@ -59,4 +59,4 @@ static void run_bf16(const gemm_block *g)
     block(g, 1);
 }
 
-const gemm_ukernel gemm_ukernel_portable = {"portable", MR, GEMM_PANEL, run, run_bf16};
+const gemm_ukernel gemm_ukernel_portable = {"portable", MR, GEMM_PANEL, run, run_bf16, 0, NULL};

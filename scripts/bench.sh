@@ -50,6 +50,16 @@ echo "== engine, bf16 decoder weights (--precision bf16)"
 "$BUILD/bench/bench_engine" --checkpoint "$work/model.bin" --threads "$THREADS" --seconds "$SECONDS_PER_FIGURE" \
     --precision bf16 --only e2e,latency,decoder --json "$work/engine_bf16.json"
 
+# VDPBF16PS (AVX512_BF16) runs bf16 products at twice the multiply-adds
+# per instruction, rounding x too: measured where the CPU has it.
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+    echo "== engine, bf16 decoder weights on the dot-product kernel (--gemm avx512bf16)"
+    RADCAP_GEMM=avx512bf16 "$BUILD/bench/bench_engine" --checkpoint "$work/model.bin" --threads "$THREADS" \
+        --seconds "$SECONDS_PER_FIGURE" --precision bf16 --only e2e,latency,decoder --json "$work/engine_bf16_dot.json"
+else
+    echo "== engine on the dot-product kernel: skipped (this CPU has no AVX512_BF16)"
+fi
+
 if "$PYTHON" -c 'import torch' 2>/dev/null; then
     echo "== PyTorch ($THREADS threads)"
     OMP_NUM_THREADS=$THREADS "$PYTHON" tests/bench/torch_bench.py "$work/model.bin" --images "$work/images.f32" \
@@ -84,4 +94,5 @@ fi
 
 echo "{\"loadavg_after\": $(cut -d' ' -f1 /proc/loadavg)}" >"$work/meta_after.json"
 "$PYTHON" tests/bench/bench_report.py --out "$BUILD/bench.json" "$work/meta.json" "$work/engine.json" \
-    "$work/torch.json" "$run_json" "$work/meta_after.json" "bf16_:$work/engine_bf16.json"
+    "$work/torch.json" "$run_json" "$work/meta_after.json" "bf16_:$work/engine_bf16.json" \
+    "bf16_dot_:$work/engine_bf16_dot.json"

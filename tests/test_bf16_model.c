@@ -346,14 +346,35 @@ static const agreement bf16_expected[N_VARIANTS] = {
     {.what = "decoder (radcap --precision bf16)", .logit_bound = 0.01, .argmax_bound = 0.98},
     {.what = "encoder and decoder", .logit_bound = 0.05, .argmax_bound = 0.97},
 };
+/* the same on a dot-product backend (x rounded too; see the top) */
+static const agreement dot_expected[N_VARIANTS] = {
+    {.what = "decoder, dot products (radcap --precision bf16 --gemm avx512bf16)", .logit_bound = 0.02,
+     .argmax_bound = 0.97},
+    {.what = "encoder and decoder, dot products", .logit_bound = 0.10, .argmax_bound = 0.95},
+};
 
-static void test_tiny_fixture_accuracy(void **state)
+/* Selects the backend the models are packed for and run on; 0 (skipped,
+ * said why) when this CPU cannot run it. */
+static int select_backend(const char *backend)
 {
-    (void)state;
+    if (!gemm_backend_supported(backend)) {
+        printf("  SKIP: this CPU cannot run the %s backend\n", backend);
+        return 0;
+    }
+    rc_error err = {{0}};
+    if (gemm_set_backend(backend, &err) < 0)
+        fail_msg("%s", err.msg);
+    return 1;
+}
+
+static void tiny_fixture_accuracy(const char *backend, const agreement *expected)
+{
+    if (!select_backend(backend))
+        skip();
     captioner m32, m16[N_VARIANTS];
     const captioner *variants[N_VARIANTS];
     agreement a[N_VARIANTS];
-    memcpy(a, bf16_expected, sizeof a);
+    memcpy(a, expected, sizeof a);
     cfg_model cfg;
     load_tiny(&m32, &cfg, NULL);
     for (int v = 0; v < N_VARIANTS; v++) {
@@ -365,17 +386,19 @@ static void test_tiny_fixture_accuracy(void **state)
     model_free(&m32);
     for (int v = 0; v < N_VARIANTS; v++)
         model_free(&m16[v]);
+    select_backend("auto");
 }
 
-static void test_full_card_accuracy(void **state)
+static void full_card_accuracy(const char *backend, const agreement *expected)
 {
-    (void)state;
     const char *full = getenv("RADCAP_BF16_FULL"), *asan = getenv("RADCAP_ASAN");
     if ((full && strcmp(full, "0") == 0) || (asan && strcmp(asan, "1") == 0)) {
         printf("  SKIP: full-size bf16 accuracy (RADCAP_BF16_FULL=0, or the sanitizer build: the optimised one runs "
                "it)\n");
         skip();
     }
+    if (!select_backend(backend))
+        skip();
     cfg_model cfg;
     cfg_default(&cfg);
     random_model rm;
@@ -383,7 +406,7 @@ static void test_full_card_accuracy(void **state)
     captioner m32, m16[N_VARIANTS];
     const captioner *variants[N_VARIANTS];
     agreement a[N_VARIANTS];
-    memcpy(a, bf16_expected, sizeof a);
+    memcpy(a, expected, sizeof a);
     rc_error err = {{0}};
     if (random_model_build(&rm, &cfg, 7, &err) < 0 || ckpt_view(&view, rm.tensors, rm.n_tensors, "random", &err) < 0 ||
         model_build(&m32, &cfg, &view, &err) < 0)
@@ -400,6 +423,40 @@ static void test_full_card_accuracy(void **state)
     for (int v = 0; v < N_VARIANTS; v++)
         model_free(&m16[v]);
     random_model_free(&rm);
+    select_backend("auto");
+}
+
+static void test_tiny_fixture_accuracy(void **state)
+{
+    (void)state;
+    tiny_fixture_accuracy("auto", bf16_expected);
+}
+
+/* The dot-product kernel, with its instruction emulated (exactly gemm.h's
+ * definition) so that this runs on any AVX-512 CPU; and with the
+ * instruction itself where the CPU has it. */
+static void test_tiny_fixture_accuracy_dot(void **state)
+{
+    (void)state;
+    tiny_fixture_accuracy("avx512bf16-emulated", dot_expected);
+}
+
+static void test_tiny_fixture_accuracy_dot_instruction(void **state)
+{
+    (void)state;
+    tiny_fixture_accuracy("avx512bf16", dot_expected);
+}
+
+static void test_full_card_accuracy(void **state)
+{
+    (void)state;
+    full_card_accuracy("auto", bf16_expected);
+}
+
+static void test_full_card_accuracy_dot(void **state)
+{
+    (void)state;
+    full_card_accuracy("avx512bf16-emulated", dot_expected);
 }
 
 int main(void)
@@ -407,7 +464,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_options_reach_every_product),
         cmocka_unit_test(test_tiny_fixture_accuracy),
+        cmocka_unit_test(test_tiny_fixture_accuracy_dot),
+        cmocka_unit_test(test_tiny_fixture_accuracy_dot_instruction),
         cmocka_unit_test(test_full_card_accuracy),
+        cmocka_unit_test(test_full_card_accuracy_dot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

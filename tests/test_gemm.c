@@ -20,15 +20,23 @@
 #include <cmocka.h>
 
 #include "engine/gemm.h"
+#include "engine/gemm_avx512.h"
 #include "engine/ops.h"
 #include "engine/rng.h"
 
 /* Marks y's padding (columns n .. ldy-1): it must survive every product. */
 #define SENTINEL 12345.0f
 
-static const char *const engine_backends[] = {"avx512", "avx2", "portable"};
 static const char *const all_backends[] = {"avx512", "avx2", "portable", "cblas"};
 enum { N_ENGINE = 3, N_ALL = 4 };
+/* The dot-product backends (gemm.h): in bf16 they round x too and sum
+ * pairs; the emulated one is exact to the definition, the instruction (where
+ * the CPU has it) may differ on subnormals. */
+static const char *const dot_backends[] = {"avx512bf16-emulated", "avx512bf16"};
+enum { N_DOT = 2 };
+/* Products whose inputs are exact in bfloat16 give the same on all of them. */
+static const char *const every_backend[] = {"avx512", "avx2", "portable", "cblas", "avx512bf16-emulated", "avx512bf16"};
+enum { N_EVERY = 6 };
 static const gemm_precision precisions[] = {GEMM_FP32, GEMM_BF16};
 enum { N_PRECISIONS = 2 };
 
@@ -124,6 +132,37 @@ static float *reference_chain(const problem *p, const float *w)
     return ref;
 }
 
+/* x as the dot-product backends multiply it: rounded to bfloat16. */
+static problem rounded_x(const problem *p)
+{
+    problem q = *p;
+    q.x = multiplied_weights(p->x, (size_t)p->m * p->ldx, GEMM_BF16);
+    return q;
+}
+
+/* The dot-product definition of gemm.h on x and W as given (pass them
+ * rounded): pairs of k, the odd one first, zeros past k. */
+static float *reference_pairs(const problem *p, const float *w)
+{
+    float *ref = malloc(sizeof(float) * ((size_t)p->m * p->n + 1));
+    assert_non_null(ref);
+    for (int i = 0; i < p->m; i++)
+        for (int j = 0; j < p->n; j++) {
+            const float *x = p->x + (size_t)i * p->ldx, *wj = w + (size_t)j * p->k;
+            float s = 0.0f;
+            for (int t = 0; t < p->k; t += 2) {
+                s = s + (t + 1 < p->k ? x[t + 1] * wj[t + 1] : 0.0f);
+                s = s + x[t] * wj[t];
+            }
+            if (p->use_bias)
+                s = s + p->bias[j];
+            if (p->use_res)
+                s = s + p->res[(size_t)i * p->ld_res + j];
+            ref[(size_t)i * p->n + j] = p->relu ? (s > 0.0f ? s : 0.0f) : s;
+        }
+    return ref;
+}
+
 /* Runs the product into a fresh y whose padding holds SENTINEL. */
 static float *run_problem(const problem *p, const gemm_weights *gw)
 {
@@ -150,7 +189,7 @@ static void check_result(const char *backend, const problem *p, const float *y, 
                 fail_msg("%s (m %d, n %d, k %d, bias %d, res %d, relu %d): y[%d, %d] = %.9g, expected %.9g", backend,
                          p->m, p->n, p->k, p->use_bias, p->use_res, p->relu, i, j, got, want);
             if (exact && memcmp(&got, &chain[(size_t)i * p->n + j], sizeof got) != 0)
-                fail_msg("%s (m %d, n %d, k %d): y[%d, %d] = %.9g is not the fmaf chain's %.9g", backend, p->m,
+                fail_msg("%s (m %d, n %d, k %d): y[%d, %d] = %.9g is not gemm.h's exact sum %.9g", backend, p->m,
                          p->n, p->k, i, j, got, chain[(size_t)i * p->n + j]);
         }
         for (int j = p->n; j < p->ldy; j++)
@@ -207,13 +246,33 @@ static void test_backends_on_odd_shapes(void **state)
                             free(y);
                         }
                     }
+                    /* the dot products: fp32 is avx512's; bf16 is the pair sum of rounded x and W,
+                     * exactly when emulated (the panels were packed for another layout: these
+                     * products repack them for the call) */
+                    problem q = rounded_x(&p);
+                    double *dot_ref = reference_double(&q, w);
+                    float *pairs = reference_pairs(&q, w);
+                    const int bf16 = precisions[pr] == GEMM_BF16;
+                    for (int be = 0; be < N_DOT; be++) {
+                        if (!gemm_backend_supported(dot_backends[be]))
+                            continue;
+                        use_backend(dot_backends[be]);
+                        char label[64];
+                        snprintf(label, sizeof label, "%s %s", dot_backends[be], gemm_precision_name(precisions[pr]));
+                        for (int form = 0; form < 2; form++) {
+                            float *y = run_problem(&p, form ? &unpacked : &packed);
+                            check_result(label, &p, y, bf16 ? dot_ref : ref, bf16 ? pairs : chain, be == 0 || !bf16);
+                            free(y);
+                        }
+                    }
+                    free(q.x), free(dot_ref), free(pairs);
                     gemm_unpack(&packed);
                     free(w), free(ref), free(chain);
                 }
                 free_problem(&p);
                 cases++;
             }
-    printf("  %d shapes x %d backends x fp32/bf16 x packed/unpacked weights\n", cases, N_ALL);
+    printf("  %d shapes x %d backends x fp32/bf16 x packed/unpacked weights\n", cases, N_ALL + N_DOT);
     use_backend("auto");
 }
 
@@ -272,17 +331,17 @@ static void test_conv_is_the_patch_product(void **state)
             rc_error err = {{0}};
             if (gemm_pack(&gw, &err) < 0)
                 fail_msg("%s", err.msg);
-            for (int be = 0; be < N_ALL; be++) {
-                if (!gemm_backend_supported(all_backends[be]))
+            for (int be = 0; be < N_EVERY; be++) {
+                if (!gemm_backend_supported(every_backend[be]))
                     continue;
-                use_backend(all_backends[be]);
+                use_backend(every_backend[be]);
                 for (size_t i = 0; i < (size_t)m * ldy; i++)
                     want[i] = got[i] = SENTINEL;
                 gemm_linear(&gw, m, cols, k, want, ldy, &ep);
                 gemm_conv2d(&gw, &conv, got, ldy, &ep);
                 for (size_t i = 0; i < (size_t)m * ldy; i++)
                     if (memcmp(&want[i], &got[i], sizeof(float)) != 0)
-                        fail_msg("%s %s, case %zu: y[%zu, %zu] = %.9g, the patch product gives %.9g", all_backends[be],
+                        fail_msg("%s %s, case %zu: y[%zu, %zu] = %.9g, the patch product gives %.9g", every_backend[be],
                                  gemm_precision_name(precisions[pr]), ci, i / ldy, i % ldy, got[i], want[i]);
             }
             gemm_unpack(&gw);
@@ -298,11 +357,11 @@ static void test_empty_k(void **state)
     (void)state;
     const float bias[3] = {1.5f, -2.0f, 0.25f}, res[2 * 3] = {1, 1, 1, -1, -1, -1};
     const float x[2] = {99, 99}; /* never read: K is 0 */
-    for (int be = 0; be < N_ALL; be++)
+    for (int be = 0; be < N_EVERY; be++)
         for (int pr = 0; pr < N_PRECISIONS; pr++) {
-            if (!gemm_backend_supported(all_backends[be]))
+            if (!gemm_backend_supported(every_backend[be]))
                 continue;
-            use_backend(all_backends[be]);
+            use_backend(every_backend[be]);
             gemm_weights gw = {.n_out = 3, .n_in = 0, .w = NULL, .bias = bias, .precision = precisions[pr]};
             rc_error err = {{0}};
             assert_int_equal(gemm_pack(&gw, &err), 0);
@@ -313,7 +372,7 @@ static void test_empty_k(void **state)
             const float want[6] = {2.5f, 0.0f, 1.25f, 0.5f, 0.0f, 0.0f};
             for (int i = 0; i < 6; i++)
                 if (y[i] != want[i])
-                    fail_msg("%s %s: y[%d] = %g, expected %g", all_backends[be], gemm_precision_name(precisions[pr]),
+                    fail_msg("%s %s: y[%d] = %g, expected %g", every_backend[be], gemm_precision_name(precisions[pr]),
                              i, y[i], want[i]);
             gemm_unpack(&gw);
         }
@@ -344,11 +403,11 @@ static void test_residual_is_x(void **state)
      * (W is exact in bfloat16, so both precisions give this) */
     const float x[4] = {1, 2, 3, 4}, w[4] = {1, 0, 1, 1}, bias[2] = {0.5f, -10.0f};
     const float want[4] = {2.5f, 0.0f, 6.5f, 1.0f};
-    for (int be = 0; be < N_ALL; be++)
+    for (int be = 0; be < N_EVERY; be++)
         for (int pr = 0; pr < N_PRECISIONS; pr++) {
-            if (!gemm_backend_supported(all_backends[be]))
+            if (!gemm_backend_supported(every_backend[be]))
                 continue;
-            use_backend(all_backends[be]);
+            use_backend(every_backend[be]);
             gemm_weights gw = {.n_out = 2, .n_in = 2, .w = w, .bias = bias, .precision = precisions[pr]};
             rc_error err = {{0}};
             assert_int_equal(gemm_pack(&gw, &err), 0);
@@ -357,25 +416,50 @@ static void test_residual_is_x(void **state)
             gemm_linear(&gw, 2, x, 2, y, 2, &ep);
             for (int i = 0; i < 4; i++)
                 if (y[i] != want[i])
-                    fail_msg("%s %s: y[%d] = %g, expected %g", all_backends[be], gemm_precision_name(precisions[pr]),
+                    fail_msg("%s %s: y[%d] = %g, expected %g", every_backend[be], gemm_precision_name(precisions[pr]),
                              i, y[i], want[i]);
             gemm_unpack(&gw);
         }
     use_backend("auto");
 }
 
-/* Packs p's weights at `precision`, and the fmaf chain of the weights so
- * rounded. */
-static gemm_weights packed_weights(const problem *p, gemm_precision precision, float **chain)
+/* Packs p's weights at `precision`, and gemm.h's exact result with the
+ * weights so rounded: the fmaf chain, or for a dot-product backend in bf16
+ * the pair sums of x rounded too. */
+static gemm_weights packed_weights(const problem *p, gemm_precision precision, int dot, float **chain)
 {
     gemm_weights gw = {.n_out = p->n, .n_in = p->k, .w = p->w, .bias = p->bias, .precision = precision};
     rc_error err = {{0}};
     if (gemm_pack(&gw, &err) < 0)
         fail_msg("%s", err.msg);
     float *w = multiplied_weights(p->w, (size_t)p->n * p->k, precision);
-    *chain = reference_chain(p, w);
+    if (dot && precision == GEMM_BF16) {
+        problem q = rounded_x(p);
+        *chain = reference_pairs(&q, w);
+        free(q.x);
+    } else {
+        *chain = reference_chain(p, w);
+    }
     free(w);
     return gw;
+}
+
+/* The engine's backends, then the dot-product ones: what the determinism
+ * tests run (a row must not depend on its neighbours on any of them). */
+static const char *const deterministic_backends[] = {"avx512", "avx2", "portable", "avx512bf16-emulated",
+                                                     "avx512bf16"};
+enum { N_DETERMINISTIC = 5 };
+
+/* Whether backend be (of deterministic_backends) is a dot-product one,
+ * and whether its results are gemm.h's exact ones (not the instruction). */
+static int is_dot(int be)
+{
+    return be >= N_ENGINE;
+}
+
+static int is_exact(int be)
+{
+    return strcmp(deterministic_backends[be], "avx512bf16") != 0;
 }
 
 /* A row's result is the same bits whatever rows surround it, where it falls
@@ -396,13 +480,19 @@ static void test_determinism(void **state)
         problem p = make_problem(&r, rows, n, k, 7); /* bias, residual and ReLU */
         float *y = malloc(sizeof(float) * (size_t)rows * p.ldy);
         assert_non_null(y);
-        for (int pr = 0; pr < N_PRECISIONS; pr++) {
-            float *chain;
-            gemm_weights gw = packed_weights(&p, precisions[pr], &chain);
-            for (int be = 0; be < N_ENGINE; be++) {
-                if (!gemm_backend_supported(engine_backends[be]))
+        for (int pr = 0; pr < N_PRECISIONS; pr++)
+            for (int be = 0; be < N_DETERMINISTIC; be++) {
+                if (!gemm_backend_supported(deterministic_backends[be]))
                     continue;
-                use_backend(engine_backends[be]);
+                use_backend(deterministic_backends[be]);
+                float *chain;
+                gemm_weights gw = packed_weights(&p, precisions[pr], is_dot(be), &chain);
+                if (!is_exact(be)) { /* the instruction: each row as computed alone */
+                    for (int i = 0; i < rows; i++) {
+                        const gemm_epilogue ep = {p.res + (size_t)i * p.ld_res, p.ld_res, 1};
+                        gemm_linear(&gw, 1, p.x + (size_t)i * p.ldx, p.ldx, chain + (size_t)i * n, n, &ep);
+                    }
+                }
                 for (int threads = 1; threads <= 3; threads++) {
                     omp_set_num_threads(threads);
                     for (size_t wi = 0; wi < sizeof windows / sizeof *windows; wi++) {
@@ -414,15 +504,14 @@ static void test_determinism(void **state)
                             if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)(first + i) * n, sizeof(float) * n))
                                 fail_msg("%s %s, %d threads, rows %d..%d of (%d, %d, %d): row %d differs from the "
                                          "same row computed alone",
-                                         engine_backends[be], gemm_precision_name(precisions[pr]), threads, first,
-                                         first + m, rows, n, k, first + i);
+                                         deterministic_backends[be], gemm_precision_name(precisions[pr]), threads,
+                                         first, first + m, rows, n, k, first + i);
                     }
                 }
+                omp_set_num_threads(saved_threads);
+                free(chain);
+                gemm_unpack(&gw);
             }
-            omp_set_num_threads(saved_threads);
-            free(chain);
-            gemm_unpack(&gw);
-        }
         free(y);
         free_problem(&p);
     }
@@ -439,13 +528,17 @@ static void test_inside_parallel_region(void **state)
     problem p = make_problem(&r, 64, 200, 300, 7);
     float *y = malloc(sizeof(float) * (size_t)p.m * p.ldy);
     assert_non_null(y);
-    for (int pr = 0; pr < N_PRECISIONS; pr++) {
-        float *chain;
-        gemm_weights gw = packed_weights(&p, precisions[pr], &chain);
-        for (int be = 0; be < N_ENGINE; be++) {
-            if (!gemm_backend_supported(engine_backends[be]))
+    for (int pr = 0; pr < N_PRECISIONS; pr++)
+        for (int be = 0; be < N_DETERMINISTIC; be++) {
+            if (!gemm_backend_supported(deterministic_backends[be]))
                 continue;
-            use_backend(engine_backends[be]);
+            use_backend(deterministic_backends[be]);
+            float *chain;
+            gemm_weights gw = packed_weights(&p, precisions[pr], is_dot(be), &chain);
+            if (!is_exact(be)) { /* the instruction: the rows computed by one call */
+                const gemm_epilogue ep = {p.res, p.ld_res, 1};
+                gemm_linear(&gw, p.m, p.x, p.ldx, chain, p.n, &ep);
+            }
             memset(y, 0, sizeof(float) * (size_t)p.m * p.ldy);
 #pragma omp parallel for num_threads(4) schedule(static, 1)
             for (int part = 0; part < 8; part++) { /* rows 8 part .. 8 part + 7 */
@@ -455,12 +548,11 @@ static void test_inside_parallel_region(void **state)
             }
             for (int i = 0; i < p.m; i++)
                 if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)i * p.n, sizeof(float) * p.n) != 0)
-                    fail_msg("%s %s: row %d computed inside a parallel region differs", engine_backends[be],
+                    fail_msg("%s %s: row %d computed inside a parallel region differs", deterministic_backends[be],
                              gemm_precision_name(precisions[pr]), i);
+            free(chain);
+            gemm_unpack(&gw);
         }
-        free(chain);
-        gemm_unpack(&gw);
-    }
     free(y);
     free_problem(&p);
     use_backend("auto");
@@ -494,15 +586,15 @@ static void test_packed_layout(void **state)
      * panels) computes from the packed copy. x = [1, 1, 1]: y[j] = 300 j + 3 */
     gw.w = NULL;
     const float x[3] = {1, 1, 1};
-    for (int be = 0; be < N_ALL; be++) {
-        if (!gemm_backend_supported(all_backends[be]))
+    for (int be = 0; be < N_EVERY; be++) {
+        if (!gemm_backend_supported(every_backend[be]))
             continue;
-        use_backend(all_backends[be]);
+        use_backend(every_backend[be]);
         float y[40];
         gemm_linear(&gw, 1, x, 3, y, 40, NULL);
         for (int j = 0; j < n; j++)
             if (y[j] != (float)(300 * j + 3))
-                fail_msg("%s from panels only: y[%d] = %g, expected %d", all_backends[be], j, y[j], 300 * j + 3);
+                fail_msg("%s from panels only: y[%d] = %g, expected %d", every_backend[be], j, y[j], 300 * j + 3);
     }
     gemm_unpack(&gw);
     assert_null(gw.packed);
@@ -655,16 +747,16 @@ static void test_bf16_packed_layout(void **state)
     /* from the panels alone, x = [1, 1, 1]: y[j] = 12 j + 3, but y[5] = 20 + 1.015625 + 22 */
     gw.w = NULL;
     const float x[3] = {1, 1, 1};
-    for (int be = 0; be < N_ALL; be++) {
-        if (!gemm_backend_supported(all_backends[be]))
+    for (int be = 0; be < N_EVERY; be++) {
+        if (!gemm_backend_supported(every_backend[be]))
             continue;
-        use_backend(all_backends[be]);
+        use_backend(every_backend[be]);
         float y[40];
         gemm_linear(&gw, 1, x, 3, y, 40, NULL);
         for (int j = 0; j < n; j++) {
             const float want = j == 5 ? 43.015625f : (float)(12 * j + 3);
             if (y[j] != want)
-                fail_msg("%s from bf16 panels only: y[%d] = %g, expected %g", all_backends[be], j, y[j], want);
+                fail_msg("%s from bf16 panels only: y[%d] = %g, expected %g", every_backend[be], j, y[j], want);
         }
     }
     use_backend("auto");
@@ -684,6 +776,118 @@ static void test_bf16_packed_layout(void **state)
     assert_non_null(strstr(err.msg, "precision 7"));
     assert_null(gw.packed);
     assert_null(gw.packed_bf16);
+}
+
+/* Packed while a dot-product backend is in use, bf16 panels hold pairs of
+ * k: word c of panel p's pair row q is W[p*32 + c, 2q] (low half) and
+ * W[p*32 + c, 2q + 1] (high half), zeros past n_in and n_out. Products on
+ * a backend reading the other layout repack from these panels (the float
+ * weights gone), and gemm_pack with such a backend converts them for good
+ * into the very panels packing the floats gives. */
+static void test_bf16_pair_layout(void **state)
+{
+    (void)state;
+    if (!gemm_backend_supported("avx512bf16-emulated")) {
+        printf("  SKIP: the dot-product backends need AVX-512F\n");
+        return;
+    }
+    const int n = 40, k = 5;
+    float w[40 * 5];
+    for (int j = 0; j < n; j++)
+        for (int t = 0; t < k; t++)
+            w[j * k + t] = (float)(2 * j + 3 * t); /* integers below 256: exact in bfloat16 */
+    use_backend("avx512bf16-emulated");
+    gemm_weights gw = {.n_out = n, .n_in = k, .w = w, .precision = GEMM_BF16};
+    rc_error err = {{0}};
+    assert_int_equal(gemm_pack(&gw, &err), 0);
+    assert_int_equal(gw.bf16_pairs, 1);
+    assert_int_equal((uintptr_t)gw.packed_bf16 % 64, 0);
+    const int pair_rows = (k + 1) / 2;
+    for (int p = 0; p < 2; p++)
+        for (int q = 0; q < pair_rows; q++)
+            for (int c = 0; c < GEMM_PANEL; c++) {
+                uint32_t word;
+                memcpy(&word, gw.packed_bf16 + (((size_t)p * pair_rows + q) * GEMM_PANEL + c) * 2, sizeof word);
+                const int j = p * GEMM_PANEL + c, t = 2 * q;
+                const uint32_t want = (uint32_t)(j < n ? gemm_bf16_round(w[j * k + t]) : 0) |
+                                      (uint32_t)(j < n && t + 1 < k ? gemm_bf16_round(w[j * k + t + 1]) : 0) << 16;
+                if (word != want)
+                    fail_msg("panel %d pair row %d word %d is 0x%08X, expected 0x%08X", p, q, c, (unsigned)word,
+                             (unsigned)want);
+            }
+    /* from the panels alone, x = [1, 2, 3, 4, 5]: y[j] = 15 * 2j + 3 * 40 = 30 j + 120 on every backend */
+    gw.w = NULL;
+    const float x[5] = {1, 2, 3, 4, 5};
+    for (int be = 0; be < N_EVERY; be++) {
+        if (!gemm_backend_supported(every_backend[be]))
+            continue;
+        use_backend(every_backend[be]);
+        float y[40];
+        gemm_linear(&gw, 1, x, 5, y, 40, NULL);
+        for (int j = 0; j < n; j++)
+            if (y[j] != (float)(30 * j + 120))
+                fail_msg("%s from pair panels only: y[%d] = %g, expected %d", every_backend[be], j, y[j],
+                         30 * j + 120);
+    }
+    /* repacked for good for avx512: the same bits as packing the floats */
+    use_backend("avx512");
+    assert_int_equal(gemm_pack(&gw, &err), 0);
+    assert_int_equal(gw.bf16_pairs, 0);
+    gemm_weights fresh = {.n_out = n, .n_in = k, .w = w, .precision = GEMM_BF16};
+    assert_int_equal(gemm_pack(&fresh, &err), 0);
+    assert_memory_equal(gw.packed_bf16, fresh.packed_bf16, sizeof(uint16_t) * 2 * k * GEMM_PANEL);
+    /* and back to pairs */
+    use_backend("avx512bf16-emulated");
+    assert_int_equal(gemm_pack(&gw, &err), 0);
+    assert_int_equal(gw.bf16_pairs, 1);
+    gemm_unpack(&fresh);
+    fresh.w = w;
+    assert_int_equal(gemm_pack(&fresh, &err), 0);
+    assert_memory_equal(gw.packed_bf16, fresh.packed_bf16, sizeof(uint16_t) * 2 * pair_rows * 2 * GEMM_PANEL);
+    gemm_unpack(&gw);
+    gemm_unpack(&fresh);
+    assert_int_equal(gw.bf16_pairs, 0);
+    use_backend("auto");
+}
+
+/* The dot kernels' rounding of x is gemm_bf16_round bit for bit: Inf, NaN
+ * (quietened), subnormals, ties, the largest finite values, at every
+ * length and alignment (masked tails; nothing written past n). */
+static void test_dot_rounding_of_x(void **state)
+{
+    (void)state;
+    if (!gemm_backend_supported("avx512")) {
+        printf("  SKIP: the dot-product kernels need AVX-512F\n");
+        return;
+    }
+    static const uint32_t special[] = {0x7F800000u, 0xFF800000u, 0x7F800001u, 0xFFC12345u, 0x7FBFFFFFu,
+                                       0x00000001u, 0x80008000u, 0x00018000u, 0x3F818000u, 0x3F808000u,
+                                       0x7F7FFFFFu, 0x7F7F8000u, 0xFF7F7FFFu, 0x00000000u, 0x80000000u};
+    enum { N = 67 };
+    uint32_t bits[N];
+    rng_state r;
+    rng_seed(&r, 15);
+    long checked = 0;
+    for (int round = 0; round < 2000; round++) {
+        for (int i = 0; i < N; i++)
+            bits[i] = i < (int)(sizeof special / sizeof *special) && round % 2 == 0 ? special[(i + round) % 15]
+                                                                                  : (uint32_t)rng_next(&r);
+        float x[N];
+        memcpy(x, bits, sizeof x);
+        const int start = round % 5, n = round % (N - start + 1);
+        uint16_t out[N + 1];
+        for (int i = 0; i <= N; i++)
+            out[i] = 0xABCD;
+        gemm_avx512_to_bf16(x + start, n, out);
+        for (int i = 0; i < n; i++)
+            if (out[i] != gemm_bf16_round(x[start + i]))
+                fail_msg("x = 0x%08X rounded to 0x%04X, gemm_bf16_round gives 0x%04X", (unsigned)bits[start + i],
+                         (unsigned)out[i], (unsigned)gemm_bf16_round(x[start + i]));
+        for (int i = n; i <= N; i++)
+            assert_int_equal(out[i], 0xABCD);
+        checked += n;
+    }
+    printf("  %ld values\n", checked);
 }
 
 static void test_precision_names(void **state)
@@ -726,6 +930,13 @@ static void test_backend_selection(void **state)
                        : gemm_backend_supported("avx2") ? "avx2"
                                                         : "portable";
     assert_string_equal(gemm_backend_name(), want);
+    /* the dot-product backends only when asked for (they change bf16 results) */
+    assert_int_equal(gemm_backend_supported("avx512bf16-emulated"), gemm_backend_supported("avx512"));
+    if (!__builtin_cpu_supports("avx512bf16")) {
+        assert_false(gemm_backend_supported("avx512bf16"));
+        assert_int_equal(gemm_set_backend("avx512bf16", &err), -1);
+        assert_non_null(strstr(err.msg, "lacks"));
+    }
     if (!gemm_backend_supported("avx512")) {
         assert_int_equal(gemm_set_backend("avx512", &err), -1);
         assert_non_null(strstr(err.msg, "lacks"));
@@ -769,7 +980,8 @@ int main(void)
         cmocka_unit_test(test_residual_is_x),      cmocka_unit_test(test_conv_is_the_patch_product),      cmocka_unit_test(test_backends_on_odd_shapes),
         cmocka_unit_test(test_determinism),        cmocka_unit_test(test_inside_parallel_region),
         cmocka_unit_test(test_bf16_rounding_cases), cmocka_unit_test(test_bf16_rounding_against_double),
-        cmocka_unit_test(test_bf16_packed_layout), cmocka_unit_test(test_precision_names),
+        cmocka_unit_test(test_bf16_packed_layout), cmocka_unit_test(test_bf16_pair_layout),
+        cmocka_unit_test(test_dot_rounding_of_x),  cmocka_unit_test(test_precision_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,10 @@
  *
  * On the card's configuration with random weights, the same model is built
  * three times: fp32; bf16 in the decoder (what `radcap --precision bf16`
- * does); bf16 in the encoder too. Each workload below is run in turns, one
+ * does); bf16 in the encoder too; and, on a CPU with AVX512_BF16, twice
+ * more with the dot-product kernel (`--gemm avx512bf16`: x rounded too,
+ * twice the multiply-adds per instruction), each model run on the backend
+ * it was packed for. Each workload below is run in turns, one
  * run of each model after the other, for about --seconds per model: on a
  * machine shared with other jobs, whatever slows one turn down slows its
  * neighbours about as much, so the ratio of the medians is what bf16 changes,
@@ -32,10 +35,34 @@
 #include "engine/rng.h"
 #include "tests/bench/bench_common.h"
 
-enum { TOKENS = 40, MAX_BATCH = 32, N_MODELS = 3, MAX_RUNS = 4096 };
+enum { TOKENS = 40, MAX_BATCH = 32, N_MODELS = 5, MAX_RUNS = 4096 };
 
-static const char *const model_names[N_MODELS] = {"fp32", "bf16 decoder", "bf16 all"};
-static const char *const model_keys[N_MODELS] = {"", "_bf16", "_bf16_all"}; /* JSON key suffixes */
+typedef struct model_spec {
+    const char *name;
+    const char *key;       /* JSON key suffix */
+    model_options options;
+    const char *backend;   /* packed for and run on */
+} model_spec;
+
+/* fp32 first: the others' speed-ups are against it. The dot-product ones
+ * only where the CPU has the instruction (emulated, they would time the
+ * emulation). */
+static const model_spec specs[N_MODELS] = {
+    {"fp32", "", {0}, "auto"},
+    {"bf16 decoder", "_bf16", {.decoder_precision = GEMM_BF16}, "auto"},
+    {"bf16 all", "_bf16_all", {.encoder_precision = GEMM_BF16, .decoder_precision = GEMM_BF16}, "auto"},
+    {"dot decoder", "_bf16_dot", {.decoder_precision = GEMM_BF16}, "avx512bf16"},
+    {"dot all", "_bf16_dot_all", {.encoder_precision = GEMM_BF16, .decoder_precision = GEMM_BF16}, "avx512bf16"},
+};
+
+static void use_backend(const char *name)
+{
+    rc_error err = {{0}};
+    if (gemm_set_backend(name, &err) < 0) {
+        fprintf(stderr, "bench_bf16: %s\n", err.msg);
+        exit(1);
+    }
+}
 
 typedef struct workload {
     const char *name;
@@ -64,10 +91,13 @@ typedef struct buffers {
     dec_cache cache[N_MODELS];
 } buffers;
 
-/* One run of workload w on model m; returns its seconds. */
-static double run(const captioner *m, dec_cache *cache, const workload *w, buffers *b)
+/* One run of workload w on model k; returns its seconds. */
+static double run(const captioner *models, int k, const workload *w, buffers *b)
 {
+    const captioner *m = &models[k];
+    dec_cache *cache = &b->cache[k];
     rc_error err = {{0}};
+    use_backend(specs[k].backend);
     const double t0 = bench_now();
     if (w->encode) {
         if (enc_forward(m, w->batch, b->images, &(enc_outputs){.memory = b->memory}, &err) < 0) {
@@ -124,14 +154,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_bf16: %s\n", err.msg);
         return 1;
     }
-    const model_options options[N_MODELS] = {
-        {0}, {.decoder_precision = GEMM_BF16}, {.encoder_precision = GEMM_BF16, .decoder_precision = GEMM_BF16}};
+    int n_models = 0;
+    while (n_models < N_MODELS && gemm_backend_supported(specs[n_models].backend))
+        n_models++;
     captioner models[N_MODELS];
     buffers b = {0};
-    for (int k = 0; k < N_MODELS; k++) {
+    for (int k = 0; k < n_models; k++) {
         ckpt_file view;
+        use_backend(specs[k].backend); /* its panels' layout */
         if (ckpt_view(&view, rm.tensors, rm.n_tensors, "random", &err) < 0 ||
-            model_build_with(&models[k], &cfg, &view, &options[k], &err) < 0 ||
+            model_build_with(&models[k], &cfg, &view, &specs[k].options, &err) < 0 ||
             dec_cache_build(&b.cache[k], &models[k], MAX_BATCH, TOKENS, &err) < 0) {
             fprintf(stderr, "bench_bf16: %s\n", err.msg);
             return 1;
@@ -157,7 +189,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < MAX_BATCH; i++)
         b.slots[i] = i;
     /* the decoder-only workloads read keys/values set once, here */
-    for (int k = 0; k < N_MODELS; k++) {
+    for (int k = 0; k < n_models; k++) {
+        use_backend(specs[k].backend);
         if (enc_forward(&models[k], MAX_BATCH, b.images, &(enc_outputs){.memory = b.memory}, &err) < 0) {
             fprintf(stderr, "bench_bf16: %s\n", err.msg);
             return 1;
@@ -165,42 +198,49 @@ int main(int argc, char **argv)
         dec_set_memory(&models[k], &b.cache[k], MAX_BATCH, b.slots, b.memory, b.scratch);
     }
 
-    printf("bf16 weights against fp32, card configuration, random weights, %d thread(s), gemm backend %s\n"
-           "runs taken in turns (fp32, bf16 decoder, bf16 all) for ~%.1f s per model; median [best]\n\n",
-           omp_get_max_threads(), gemm_backend_name(), seconds);
-    printf("%-34s %-9s %18s %18s %18s %9s %9s\n", "", "", model_names[0], model_names[1], model_names[2],
-           "dec/fp32", "all/fp32");
+    use_backend("auto");
+    printf("bf16 weights against fp32, card configuration, random weights, %d thread(s), gemm backend %s%s\n"
+           "runs taken in turns, one model after the other, for ~%.1f s per model; median [best], and each\n"
+           "model's speed-up over fp32\n\n",
+           omp_get_max_threads(), gemm_backend_name(),
+           n_models < N_MODELS ? " (no AVX512_BF16: no dot-product models)" : " (dot models: avx512bf16)", seconds);
+    printf("%-34s %-9s", "", "");
+    for (int k = 0; k < n_models; k++)
+        printf(" %18s", specs[k].name);
+    for (int k = 1; k < n_models; k++)
+        printf(" %12s", specs[k].name);
+    printf("\n");
     FILE *json = json_path ? fopen(json_path, "w") : NULL;
     char line[4096];
     int used = snprintf(line, sizeof line, "{\"threads\": %d", omp_get_max_threads());
     for (size_t w = 0; w < sizeof workloads / sizeof *workloads; w++) {
         const workload *wl = &workloads[w];
         int runs = 0;
-        for (int k = 0; k < N_MODELS; k++)
-            run(&models[k], &b.cache[k], wl, &b); /* warm-up */
+        for (int k = 0; k < n_models; k++)
+            run(models, k, wl, &b); /* warm-up */
         const double start = bench_now();
         do {
-            for (int k = 0; k < N_MODELS; k++)
-                times[k * MAX_RUNS + runs] = run(&models[k], &b.cache[k], wl, &b);
+            for (int k = 0; k < n_models; k++)
+                times[k * MAX_RUNS + runs] = run(models, k, wl, &b);
             runs++;
-        } while (runs < 3 || (bench_now() - start < seconds * N_MODELS && runs < MAX_RUNS));
+        } while (runs < 3 || (bench_now() - start < seconds * n_models && runs < MAX_RUNS));
         double median[N_MODELS], best[N_MODELS];
-        for (int k = 0; k < N_MODELS; k++) {
+        for (int k = 0; k < n_models; k++) {
             qsort(times + k * MAX_RUNS, runs, sizeof(double), compare_doubles);
             median[k] = rate(wl, times[k * MAX_RUNS + runs / 2]);
             best[k] = rate(wl, times[k * MAX_RUNS]);
         }
         /* a speed-up is fp32 time over bf16 time, whichever way the unit goes */
         const int is_time = strcmp(wl->unit, "s") == 0;
-        const double up_dec = is_time ? median[0] / median[1] : median[1] / median[0];
-        const double up_all = is_time ? median[0] / median[2] : median[2] / median[0];
         printf("%-34s %-9s", wl->name, wl->unit);
-        for (int k = 0; k < N_MODELS; k++)
+        for (int k = 0; k < n_models; k++)
             printf(" %9.4g [%6.4g]", median[k], best[k]);
-        printf(" %8.2fx %8.2fx   (%d runs each)\n", up_dec, up_all, runs);
+        for (int k = 1; k < n_models; k++)
+            printf(" %11.2fx", is_time ? median[0] / median[k] : median[k] / median[0]);
+        printf("   (%d runs each)\n", runs);
         fflush(stdout);
-        for (int k = 0; k < N_MODELS && used < (int)sizeof line; k++)
-            used += snprintf(line + used, sizeof line - used, ", \"%s%s\": %.4g", wl->key, model_keys[k], median[k]);
+        for (int k = 0; k < n_models && used < (int)sizeof line; k++)
+            used += snprintf(line + used, sizeof line - used, ", \"%s%s\": %.4g", wl->key, specs[k].key, median[k]);
     }
     if (used < (int)sizeof line)
         snprintf(line + used, sizeof line - used, "}");
@@ -209,7 +249,7 @@ int main(int argc, char **argv)
         fprintf(json, "%s\n", line);
         fclose(json);
     }
-    for (int k = 0; k < N_MODELS; k++) {
+    for (int k = 0; k < n_models; k++) {
         dec_cache_free(&b.cache[k]);
         model_free(&models[k]);
     }

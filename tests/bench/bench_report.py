@@ -71,10 +71,13 @@ def main():
             if key in merged:
                 print(f"  {label:<40} {merged[key]:6.1f} GFLOP/s = {100 * merged[key] / merged['peak_gflops']:3.0f}% "
                       "of peak")
-    if "bf16_e2e_img_per_s" in merged:
-        print("\n--precision bf16 (decoder weights in bfloat16) against fp32:")
+    for prefix, what in (("bf16_", "--precision bf16 (decoder weights in bfloat16)"),
+                         ("bf16_dot_", "--precision bf16 --gemm avx512bf16 (VDPBF16PS: x in bfloat16 too)")):
+        if prefix + "e2e_img_per_s" not in merged:
+            continue
+        print(f"\n{what} against fp32:")
         for label, key, unit, higher in ROWS:
-            ours, bf16 = merged.get(key), merged.get("bf16_" + key)
+            ours, bf16 = merged.get(key), merged.get(prefix + key)
             if ours and bf16 and key != "peak_rss_mb":
                 ratio = bf16 / ours if higher else ours / bf16
                 print(f"  {label:<40} {fmt(bf16, unit):>9} {ratio:6.2f}x fp32  {unit}")
