@@ -364,6 +364,7 @@ static int select_backend(const char *backend)
     rc_error err = {{0}};
     if (gemm_set_backend(backend, &err) < 0)
         fail_msg("%s", err.msg);
+    printf("  gemm backend %s\n", gemm_backend_name());
     return 1;
 }
 
@@ -426,48 +427,39 @@ static void full_card_accuracy(const char *backend, const agreement *expected)
     select_backend("auto");
 }
 
+/* Which backend runs an accuracy test, and what it must reach. */
+typedef struct accuracy_case {
+    const char *backend;
+    const agreement *expected;
+} accuracy_case;
+
+/* auto: the weights-only bf16 the engine's kernels share. The dot-product
+ * kernel with its instruction emulated (exactly gemm.h's definition) runs
+ * on any AVX-512 CPU; with the instruction itself where the CPU has it. */
+static const accuracy_case widened = {"auto", bf16_expected}, dot_emulated = {"avx512bf16-emulated", dot_expected},
+                           dot_instruction = {"avx512bf16", dot_expected};
+
 static void test_tiny_fixture_accuracy(void **state)
 {
-    (void)state;
-    tiny_fixture_accuracy("auto", bf16_expected);
-}
-
-/* The dot-product kernel, with its instruction emulated (exactly gemm.h's
- * definition) so that this runs on any AVX-512 CPU; and with the
- * instruction itself where the CPU has it. */
-static void test_tiny_fixture_accuracy_dot(void **state)
-{
-    (void)state;
-    tiny_fixture_accuracy("avx512bf16-emulated", dot_expected);
-}
-
-static void test_tiny_fixture_accuracy_dot_instruction(void **state)
-{
-    (void)state;
-    tiny_fixture_accuracy("avx512bf16", dot_expected);
+    const accuracy_case *c = *state;
+    tiny_fixture_accuracy(c->backend, c->expected);
 }
 
 static void test_full_card_accuracy(void **state)
 {
-    (void)state;
-    full_card_accuracy("auto", bf16_expected);
-}
-
-static void test_full_card_accuracy_dot(void **state)
-{
-    (void)state;
-    full_card_accuracy("avx512bf16-emulated", dot_expected);
+    const accuracy_case *c = *state;
+    full_card_accuracy(c->backend, c->expected);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_options_reach_every_product),
-        cmocka_unit_test(test_tiny_fixture_accuracy),
-        cmocka_unit_test(test_tiny_fixture_accuracy_dot),
-        cmocka_unit_test(test_tiny_fixture_accuracy_dot_instruction),
-        cmocka_unit_test(test_full_card_accuracy),
-        cmocka_unit_test(test_full_card_accuracy_dot),
+        cmocka_unit_test_prestate(test_tiny_fixture_accuracy, (void *)&widened),
+        cmocka_unit_test_prestate(test_tiny_fixture_accuracy, (void *)&dot_emulated),
+        cmocka_unit_test_prestate(test_tiny_fixture_accuracy, (void *)&dot_instruction),
+        cmocka_unit_test_prestate(test_full_card_accuracy, (void *)&widened),
+        cmocka_unit_test_prestate(test_full_card_accuracy, (void *)&dot_emulated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,17 +112,25 @@ static double *reference_double(const problem *p, const float *w)
     return ref;
 }
 
-/* The exact float computation gemm.h specifies for the engine's backends,
- * W being w (n, k). */
-static float *reference_chain(const problem *p, const float *w)
+/* The exact float computation gemm.h specifies, W being w (n, k): for the
+ * engine's backends the fmaf chain; for the dot-product ones (pairs = 1, on
+ * x and W as given: pass them rounded) pairs of k, the odd one first, zero
+ * past k (a product of two bfloat16 is exact: s + x * w rounds once). */
+static float *reference_exact(const problem *p, const float *w, int pairs)
 {
     float *ref = malloc(sizeof(float) * ((size_t)p->m * p->n + 1));
     assert_non_null(ref);
     for (int i = 0; i < p->m; i++)
         for (int j = 0; j < p->n; j++) {
+            const float *x = p->x + (size_t)i * p->ldx, *wj = w + (size_t)j * p->k;
             float s = 0.0f;
-            for (int t = 0; t < p->k; t++)
-                s = fmaf(p->x[(size_t)i * p->ldx + t], w[(size_t)j * p->k + t], s);
+            for (int t = 0; t < p->k; t += 1 + pairs)
+                if (pairs) {
+                    s = s + (t + 1 < p->k ? x[t + 1] * wj[t + 1] : 0.0f);
+                    s = s + x[t] * wj[t];
+                } else {
+                    s = fmaf(x[t], wj[t], s);
+                }
             if (p->use_bias)
                 s = s + p->bias[j];
             if (p->use_res)
@@ -130,6 +138,16 @@ static float *reference_chain(const problem *p, const float *w)
             ref[(size_t)i * p->n + j] = p->relu ? (s > 0.0f ? s : 0.0f) : s;
         }
     return ref;
+}
+
+static float *reference_chain(const problem *p, const float *w)
+{
+    return reference_exact(p, w, 0);
+}
+
+static float *reference_pairs(const problem *p, const float *w)
+{
+    return reference_exact(p, w, 1);
 }
 
 /* x as the dot-product backends multiply it: rounded to bfloat16. */
@@ -138,29 +156,6 @@ static problem rounded_x(const problem *p)
     problem q = *p;
     q.x = multiplied_weights(p->x, (size_t)p->m * p->ldx, GEMM_BF16);
     return q;
-}
-
-/* The dot-product definition of gemm.h on x and W as given (pass them
- * rounded): pairs of k, the odd one first, zeros past k. */
-static float *reference_pairs(const problem *p, const float *w)
-{
-    float *ref = malloc(sizeof(float) * ((size_t)p->m * p->n + 1));
-    assert_non_null(ref);
-    for (int i = 0; i < p->m; i++)
-        for (int j = 0; j < p->n; j++) {
-            const float *x = p->x + (size_t)i * p->ldx, *wj = w + (size_t)j * p->k;
-            float s = 0.0f;
-            for (int t = 0; t < p->k; t += 2) {
-                s = s + (t + 1 < p->k ? x[t + 1] * wj[t + 1] : 0.0f);
-                s = s + x[t] * wj[t];
-            }
-            if (p->use_bias)
-                s = s + p->bias[j];
-            if (p->use_res)
-                s = s + p->res[(size_t)i * p->ld_res + j];
-            ref[(size_t)i * p->n + j] = p->relu ? (s > 0.0f ? s : 0.0f) : s;
-        }
-    return ref;
 }
 
 /* Runs the product into a fresh y whose padding holds SENTINEL. */
