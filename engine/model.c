@@ -435,6 +435,31 @@ int model_build(captioner *m, const cfg_model *cfg, ckpt_file *ckpt, rc_error *e
     return model_build_with(m, cfg, ckpt, NULL, err);
 }
 
+static const char *const model_precision_names[] = {[MODEL_FP32] = "fp32", [MODEL_BF16] = "bf16",
+                                                    [MODEL_BF16_ALL] = "bf16-all"};
+
+int model_precision_parse(const char *name, model_precision *precision, rc_error *err)
+{
+    for (int p = MODEL_FP32; p <= MODEL_BF16_ALL; p++)
+        if (strcmp(name, model_precision_names[p]) == 0) {
+            *precision = (model_precision)p;
+            return 0;
+        }
+    return rc_fail(err, "unknown precision '%s' (expected fp32, bf16 or bf16-all)", name);
+}
+
+const char *model_precision_name(model_precision precision)
+{
+    return precision >= MODEL_FP32 && precision <= MODEL_BF16_ALL ? model_precision_names[precision] : "?";
+}
+
+model_options model_precision_options(model_precision precision)
+{
+    return (model_options){
+        .encoder_precision = precision == MODEL_BF16_ALL ? GEMM_BF16 : GEMM_FP32,
+        .decoder_precision = precision == MODEL_BF16 || precision == MODEL_BF16_ALL ? GEMM_BF16 : GEMM_FP32};
+}
+
 int model_build_with(captioner *m, const cfg_model *cfg, ckpt_file *ckpt, const model_options *options,
                      rc_error *err)
 {

@@ -80,14 +80,32 @@ typedef struct captioner {
 /* Choices made when a model is built; zeroed options are the defaults.
  * GEMM_BF16 rounds a part's matrix-product weights to bfloat16 when they are
  * packed: half their memory and the bandwidth decoding streams them with;
- * embeddings, biases and norms stay float. `radcap --precision` sets the
- * decoder's: in the encoder, products are compute-bound, and without
- * bfloat16 arithmetic (AVX512_BF16, which the engine does not use yet)
- * bf16 weights bring it no speed, only error (tests/test_bf16_model.c). */
+ * embeddings, biases and norms stay float. In the encoder, products are
+ * compute-bound: bf16 weights bring it speed only with bfloat16 arithmetic
+ * (the avx512bf16 backend, gemm.h), and its 50 layers amplify the rounding
+ * (tests/test_bf16_model.c). */
 typedef struct model_options {
     gemm_precision encoder_precision; /* convolutions, vis_proj, graph layer: GEMM_FP32 (default) or GEMM_BF16 */
     gemm_precision decoder_precision; /* decoder layers and fc_out: GEMM_FP32 (default) or GEMM_BF16 */
 } model_options;
+
+/* What `radcap --precision` names: which parts' weights are bfloat16. */
+typedef enum model_precision {
+    MODEL_FP32 = 0,     /* "fp32": none (the default) */
+    MODEL_BF16 = 1,     /* "bf16": the decoder's */
+    MODEL_BF16_ALL = 2, /* "bf16-all": the encoder's too */
+} model_precision;
+
+/* Parses "fp32", "bf16" or "bf16-all" into *precision; -1 naming the text
+ * otherwise (*precision untouched). */
+int model_precision_parse(const char *name, model_precision *precision, rc_error *err);
+
+/* The name model_precision_parse takes ("?" outside the enum). */
+const char *model_precision_name(model_precision precision);
+
+/* The model_options `precision` stands for (fp32 for a value outside the
+ * enum). */
+model_options model_precision_options(model_precision precision);
 
 /* Loads a checkpoint file for configuration cfg. On failure *m is left
  * safe to model_free. */

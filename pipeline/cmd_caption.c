@@ -47,15 +47,17 @@ static void usage(FILE *out)
             "                     avx512, avx2, portable or cblas (OpenBLAS); the engine's\n"
             "                     own (all but cblas) give identical captions (default:\n"
             "                     $RADCAP_GEMM if it names one this CPU runs, else auto);\n"
-            "                     avx512bf16: avx512, but with --precision bf16 the decoder\n"
-            "                     multiplies bfloat16 by bfloat16 (VDPBF16PS, CPUs with\n"
-            "                     AVX512_BF16; activations rounded too, so captions may\n"
-            "                     differ from the other backends' bf16 ones);\n"
+            "                     avx512bf16: avx512, but bf16 weights are multiplied by\n"
+            "                     activations rounded to bfloat16 too (VDPBF16PS, CPUs with\n"
+            "                     AVX512_BF16: twice the multiply-adds per instruction;\n"
+            "                     captions may differ from the other backends' bf16 ones);\n"
             "                     avx512bf16-emulated: the same sums, instruction emulated\n"
             "                     (slow; for testing)\n"
-            "  --precision P      fp32 (default) or bf16: the decoder's weights rounded to\n"
+            "  --precision P      fp32 (default); bf16: the decoder's weights rounded to\n"
             "                     bfloat16 at load (half the memory traffic per token; the\n"
-            "                     encoder stays fp32)\n"
+            "                     encoder stays fp32); bf16-all: the encoder's too (faster\n"
+            "                     only with --gemm avx512bf16; its 50 layers amplify the\n"
+            "                     rounding: captions differ from fp32's more often)\n"
             "  --max-len N, --max-length N\n"
             "                     generated tokens at most, [SEP] included (default: the\n"
             "                     configuration's, 80)\n"
@@ -207,7 +209,7 @@ int cmd_caption(int argc, char **argv)
     long long max_pixels = 100000000;
     gen_decoding decoding;
     gen_decoding_default(&decoding);
-    model_options model_opts = {0};
+    model_precision precision = MODEL_FP32;
     rc_error err = {{0}};
     int opt;
     optind = 1;
@@ -231,7 +233,7 @@ int cmd_caption(int argc, char **argv)
         case 'n': bad = cli_parse_int(optarg, 0, 1 << 20, &decoding.no_repeat_ngram); break;
         case 'r': bad = cli_parse_double(optarg, 1e-6, 1e6, &decoding.repetition_penalty); break;
         case 's': decoding.token_scores = 1; break;
-        case 'P': bad = gemm_precision_parse(optarg, &model_opts.decoder_precision, &err); break;
+        case 'P': bad = model_precision_parse(optarg, &precision, &err); break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
@@ -277,7 +279,7 @@ int cmd_caption(int argc, char **argv)
         return EXIT_FATAL;
     }
     sched_worker_options wopt = {.checkpoint = checkpoint, .vocab = vocab_path, .cfg = cfg, .batch = batch,
-                                 .prefetch = 1, .decoding = decoding, .precision = model_opts.decoder_precision};
+                                 .prefetch = 1, .decoding = decoding, .precision = precision};
     sched_image_options(&cfg, max_pixels, exif, &wopt.img);
     sched_worker *w = sched_worker_open(&wopt, &err);
     if (!w) {

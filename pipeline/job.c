@@ -15,7 +15,7 @@
 static const char *const manifest_kinds[] = {"auto", "csv", "jsonl", "list", "folder", NULL};
 static const char *const change_modes[] = {"stat", "content", NULL};
 static const char *const log_levels[] = {"error", "warning", "info", "debug", NULL};
-static const char *const precisions[] = {"fp32", "bf16", NULL};
+static const char *const precisions[] = {"fp32", "bf16", "bf16-all", NULL};
 
 #define RANGE(lo, hi) (double)(lo), (double)(hi)
 const job_key job_keys[JK_COUNT] = {
@@ -154,7 +154,7 @@ int job_set(job_settings *s, job_key_id key, const job_value *v, rc_error *err)
     case JK_NO_REPEAT_NGRAM: o->decoding.no_repeat_ngram = (int)v->integer; break;
     case JK_REPETITION_PENALTY: o->decoding.repetition_penalty = v->real; break;
     case JK_TOKEN_SCORES: o->decoding.token_scores = v->flag; break;
-    case JK_PRECISION: return gemm_precision_parse(v->text, &o->precision, err);
+    case JK_PRECISION: return model_precision_parse(v->text, &o->precision, err);
     case JK_SINCE_LAST: o->since_last = v->flag; break;
     case JK_CHANGE_DETECTION: o->change_by_content = word == 1; break;
     case JK_MAX_ERRORS: o->max_errors = v->integer; break;
@@ -513,7 +513,7 @@ cJSON *job_settings_json(const job_settings *s)
         case JK_NO_REPEAT_NGRAM: v = cJSON_CreateNumber(o->decoding.no_repeat_ngram); break;
         case JK_REPETITION_PENALTY: v = cJSON_CreateNumber(o->decoding.repetition_penalty); break;
         case JK_TOKEN_SCORES: v = cJSON_CreateBool(o->decoding.token_scores); break;
-        case JK_PRECISION: v = cJSON_CreateString(gemm_precision_name(o->precision)); break;
+        case JK_PRECISION: v = cJSON_CreateString(model_precision_name(o->precision)); break;
         case JK_SINCE_LAST: v = cJSON_CreateBool(o->since_last); break;
         case JK_CHANGE_DETECTION: v = cJSON_CreateString(change_modes[o->change_by_content ? 1 : 0]); break;
         case JK_MAX_ERRORS: v = cJSON_CreateNumber((double)o->max_errors); break;

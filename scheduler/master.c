@@ -136,8 +136,8 @@ static cJSON *identity_json(const sched_run_options *o, rc_error *err)
         return rc_fail(err, "out of memory describing the run's configuration"), NULL;
     }
     cJSON_AddItemToObject(id, "decoding", decoding);
-    if (o->precision != GEMM_FP32) /* absent for fp32, so that earlier runs still resume */
-        cJSON_AddStringToObject(id, "precision", gemm_precision_name(o->precision));
+    if (o->precision != MODEL_FP32) /* absent for fp32, so that earlier runs still resume */
+        cJSON_AddStringToObject(id, "precision", model_precision_name(o->precision));
     return id;
 }
 

@@ -66,7 +66,7 @@ typedef struct sched_run_options {
     int commit_every;            // results per transaction at most
     double commit_seconds;       // seconds a result may wait before its commit
     gen_decoding decoding;       // beam search, repetition control, confidence (generate.h); default greedy
-    gemm_precision precision;    // the decoder's weights: GEMM_FP32 (default) or GEMM_BF16 (gemm.h)
+    model_precision precision;   // which weights are bfloat16: MODEL_FP32 (default), MODEL_BF16, MODEL_BF16_ALL
     int since_last;              // 1: only images new or changed since the last completed run
     int change_by_content;       // with since_last: compare SHA-256 of the files, not size and mtime
     long long max_errors;        // stop (failed) once this session has more failed images; < 0 no limit

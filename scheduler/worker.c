@@ -132,7 +132,7 @@ sched_worker *sched_worker_open(const sched_worker_options *options, rc_error *e
         return rc_fail(err, "out of memory starting a worker"), NULL;
     w->opt = *options;
     const cfg_model *cfg = &w->opt.cfg;
-    const model_options model_opts = {.decoder_precision = options->precision};
+    const model_options model_opts = model_precision_options(options->precision);
     if (model_load_with(&w->model, cfg, options->checkpoint, &model_opts, err) < 0) {
         sched_worker_close(w);
         return NULL;

@@ -55,7 +55,7 @@ typedef struct sched_worker_options {
     int rank;                // recorded in every result
     int prefetch;            // 1: preprocess the next chunk in a helper thread
     gen_decoding decoding;   // how captions are decoded (generate.h)
-    gemm_precision precision;// the decoder's weights: GEMM_FP32 or GEMM_BF16 (gemm.h)
+    model_precision precision;// which weights are bfloat16 (engine/model.h)
 } sched_worker_options;
 
 /* Preprocessing options of the model configuration cfg: the card's

@@ -120,6 +120,42 @@ static void test_options_reach_every_product(void **state)
     model_free(&m);
 }
 
+/* radcap's --precision values: names, parsing (bad ones named, the value
+ * untouched) and which parts each makes bf16. */
+static void test_precision_names(void **state)
+{
+    (void)state;
+    static const struct { const char *name; model_precision precision; gemm_precision encoder, decoder; } cases[] = {
+        {"fp32", MODEL_FP32, GEMM_FP32, GEMM_FP32},
+        {"bf16", MODEL_BF16, GEMM_FP32, GEMM_BF16},
+        {"bf16-all", MODEL_BF16_ALL, GEMM_BF16, GEMM_BF16},
+    };
+    rc_error err = {{0}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        model_precision p = (model_precision)7;
+        assert_int_equal(model_precision_parse(cases[i].name, &p, &err), 0);
+        assert_int_equal(p, cases[i].precision);
+        assert_string_equal(model_precision_name(p), cases[i].name);
+        const model_options o = model_precision_options(p);
+        assert_int_equal(o.encoder_precision, cases[i].encoder);
+        assert_int_equal(o.decoder_precision, cases[i].decoder);
+    }
+    static const char *const bad[] = {"BF16", "bf16_all", "", "fp16", "bf16 "};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        model_precision p = MODEL_BF16;
+        assert_int_equal(model_precision_parse(bad[i], &p, &err), -1);
+        assert_int_equal(p, MODEL_BF16);
+        char quoted[32];
+        snprintf(quoted, sizeof quoted, "'%s'", bad[i]);
+        assert_non_null(strstr(err.msg, quoted));
+        assert_non_null(strstr(err.msg, "fp32, bf16 or bf16-all"));
+    }
+    assert_string_equal(model_precision_name((model_precision)9), "?");
+    const model_options none = model_precision_options((model_precision)9);
+    assert_int_equal(none.encoder_precision, GEMM_FP32);
+    assert_int_equal(none.decoder_precision, GEMM_FP32);
+}
+
 /* n synthetic radiographs at the model's input size, grey replicated to the
  * three channels and normalised as preprocessing does: (v / 255 - mean) / std.
  * images: (n, 3, S, S). */
@@ -454,6 +490,7 @@ static void test_full_card_accuracy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_precision_names),
         cmocka_unit_test(test_options_reach_every_product),
         cmocka_unit_test_prestate(test_tiny_fixture_accuracy, (void *)&widened),
         cmocka_unit_test_prestate(test_tiny_fixture_accuracy, (void *)&dot_emulated),

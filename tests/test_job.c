@@ -76,7 +76,7 @@ static void test_every_key_reaches_the_options(void **state)
     assert_int_equal(o->decoding.no_repeat_ngram, 3);
     assert_true(o->decoding.repetition_penalty == 1.25);
     assert_int_equal(o->decoding.token_scores, 1);
-    assert_int_equal(o->precision, GEMM_BF16);
+    assert_int_equal(o->precision, MODEL_BF16);
     assert_int_equal(o->since_last, 1);
     assert_int_equal(o->change_by_content, 1);
     assert_true(o->max_errors == 7);
@@ -588,23 +588,31 @@ static char *token_probs_of(const char *json_lines)
     return out;
 }
 
-/* --precision bf16 reaches the workers: radcap run stores what radcap
- * caption --precision bf16 gives, and that is not fp32's (the decoder's
- * weights are rounded, so the token probabilities move). */
+/* --precision reaches the workers: radcap run stores what radcap caption
+ * gives with the same precision, and each precision's token probabilities
+ * differ from the others' (bf16 rounds the decoder's weights, bf16-all the
+ * encoder's too). */
 static void test_run_precision(void **state)
 {
     (void)state;
-    char *bf16 = NULL, *fp32 = NULL;
-    check_run_matches_caption("--precision bf16 --max-length 12 --token-scores", "1|0|1|bf16\n", &bf16);
-    check_run_matches_caption("--precision fp32 --max-length 12 --token-scores", "1|0|1|fp32\n", &fp32);
-    /* the same images (synth's seed): only the weights' precision differs */
-    char *probs_bf16 = token_probs_of(bf16), *probs_fp32 = token_probs_of(fp32);
-    assert_true(strlen(probs_fp32) > 10);
-    assert_true(strcmp(probs_bf16, probs_fp32) != 0);
-    free(probs_bf16);
-    free(probs_fp32);
-    free(bf16);
-    free(fp32);
+    static const char *const names[] = {"fp32", "bf16", "bf16-all"};
+    char *probs[3];
+    for (int p = 0; p < 3; p++) {
+        char flags[128], settings[64], *printed = NULL;
+        snprintf(flags, sizeof flags, "--precision %s --max-length 12 --token-scores", names[p]);
+        snprintf(settings, sizeof settings, "1|0|1|%s\n", names[p]);
+        check_run_matches_caption(flags, settings, &printed);
+        /* the same images (synth's seed): only the weights' precision differs */
+        probs[p] = token_probs_of(printed);
+        assert_true(strlen(probs[p]) > 10);
+        free(printed);
+    }
+    for (int p = 0; p < 3; p++)
+        for (int q = p + 1; q < 3; q++)
+            if (strcmp(probs[p], probs[q]) == 0)
+                fail_msg("--precision %s and %s gave the same token probabilities", names[p], names[q]);
+    for (int p = 0; p < 3; p++)
+        free(probs[p]);
 }
 
 int main(void)

@@ -28,7 +28,7 @@
  *
  * usage: bench_engine [--checkpoint FILE] [--config FILE] [--threads N]
  *                     [--seconds S] [--json FILE] [--images-out FILE]
- *                     [--only e2e,latency,encoder,decoder]
+ *                     [--only e2e,latency,encoder,decoder] [--precision fp32|bf16|bf16-all]
  * (--only: those sections alone, for profiling.)
  */
 #include <immintrin.h>
@@ -312,7 +312,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: bench_engine [--checkpoint FILE] [--config FILE] [--threads N] [--seconds S]\n"
                     "                    [--json FILE] [--images-out FILE] [--only e2e,latency,encoder,decoder]\n"
-                    "                    [--precision fp32|bf16]  (bf16: the decoder's weights, as radcap's option)\n");
+                    "                    [--precision fp32|bf16|bf16-all]  (as radcap's option)\n");
 }
 
 static int fail(const char *what, const rc_error *err)
@@ -326,7 +326,7 @@ int main(int argc, char **argv)
     const char *checkpoint = NULL, *config = NULL, *json_path = NULL, *images_out = NULL, *only = NULL;
     double seconds = 1.5;
     int threads = 0;
-    model_options model_opts = {0};
+    model_precision precision = MODEL_FP32;
     rc_error err = {{0}};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -349,7 +349,7 @@ int main(int argc, char **argv)
         else if (strcmp(arg, "--only") == 0)
             only = val;
         else if (strcmp(arg, "--precision") == 0) {
-            if (gemm_precision_parse(val, &model_opts.decoder_precision, &err) < 0)
+            if (model_precision_parse(val, &precision, &err) < 0)
                 return fail("--precision", &err);
         }
         else {
@@ -368,6 +368,7 @@ int main(int argc, char **argv)
         return fail("configuration", &err);
 
     /* the model: from the file (load timed), or drawn here */
+    const model_options model_opts = model_precision_options(precision);
     captioner m;
     double load_s = -1;
     random_model rm = {0};
@@ -419,9 +420,9 @@ int main(int argc, char **argv)
         forced[i] = 1000 + (int)(rng_next(&r) % (uint64_t)(V - 1000));
 
     const double peak = fma_peak(threads);
-    printf("radcap engine, full model, %d thread(s), gemm backend %s, decoder weights %s; FMA peak %.1f GFLOP/s "
+    printf("radcap engine, full model, %d thread(s), gemm backend %s, precision %s; FMA peak %.1f GFLOP/s "
            "(%.1f per thread)\n",
-           threads, gemm_backend_name(), gemm_precision_name(model_opts.decoder_precision), peak, peak / threads);
+           threads, gemm_backend_name(), model_precision_name(precision), peak, peak / threads);
     printf("figures: median of runs of ~%.1f s in all (best run in brackets)\n\n", seconds);
     const double flop_image40 = caption_flops(&m, FORCED_TOKENS);
     printf("model: %.2f GFLOP ResNet + %.2f GFLOP vis_proj/graph/cross keys-values + %.1f MFLOP per token "
@@ -454,7 +455,7 @@ int main(int argc, char **argv)
     size_t json_len = 0;
     f.json[0] = open_memstream(&json_text, &json_len);
     put_text(&f, "backend", gemm_backend_name());
-    put_text(&f, "precision", gemm_precision_name(model_opts.decoder_precision));
+    put_text(&f, "precision", model_precision_name(precision));
     put(&f, "threads", threads);
     put(&f, "peak_gflops", peak);
     put(&f, "peak_gflops_per_thread", peak / threads);

@@ -72,7 +72,8 @@ def main():
                 print(f"  {label:<40} {merged[key]:6.1f} GFLOP/s = {100 * merged[key] / merged['peak_gflops']:3.0f}% "
                       "of peak")
     for prefix, what in (("bf16_", "--precision bf16 (decoder weights in bfloat16)"),
-                         ("bf16_dot_", "--precision bf16 --gemm avx512bf16 (VDPBF16PS: x in bfloat16 too)")):
+                         ("bf16_dot_", "--precision bf16-all --gemm avx512bf16 (VDPBF16PS: encoder and decoder, "
+                                       "x in bfloat16 too)")):
         if prefix + "e2e_img_per_s" not in merged:
             continue
         print(f"\n{what} against fp32:")
