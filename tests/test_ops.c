@@ -229,6 +229,40 @@ static void test_attention(void **state)
     }
 }
 
+/* Heads computed eight at a time (where the CPU allows) give the very bits
+ * of each head computed alone (one head per call never takes that path):
+ * 8, 12 (a group and four alone) and 16 heads, head sizes of one and four
+ * 16-float blocks, keys read through rows (beam search's indirection). */
+static void test_attention_heads_grouped(void **state)
+{
+    (void)state;
+    rng_state r;
+    rng_seed(&r, 5);
+    static const int cases[][3] = {{8, 64, 49}, {12, 16, 7}, {16, 32, 80}}; /* heads, head_dim, keys */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int heads = cases[c][0], hd = cases[c][1], n_keys = cases[c][2];
+        const int dim = heads * hd, ld = 2 * dim + 3;
+        float *q = random_floats(&r, dim, 1.0), *kv = random_floats(&r, (size_t)(n_keys + 5) * ld, 1.0);
+        float *together = malloc(sizeof(float) * dim), *alone = malloc(sizeof(float) * dim);
+        float *scores = malloc(sizeof(float) * heads * n_keys);
+        int *rows = malloc(sizeof(int) * n_keys);
+        assert_true(together && alone && scores && rows);
+        for (int t = 0; t < n_keys; t++)
+            rows[t] = (t * 7 + 3) % (n_keys + 5);
+        for (int indirect = 0; indirect < 2; indirect++) {
+            const int *order = indirect ? rows : NULL;
+            ops_attention_rows(q, kv, order, n_keys, ld, dim, heads, hd, together, scores);
+            for (int h = 0; h < heads; h++)
+                ops_attention_rows(q + h * hd, kv + h * hd, order, n_keys, ld, dim, 1, hd, alone + h * hd, scores);
+            for (int i = 0; i < dim; i++)
+                if (memcmp(&together[i], &alone[i], sizeof(float)) != 0)
+                    fail_msg("%d heads of %d, %d keys%s: out[%d] = %.9g, the head alone gives %.9g", heads, hd, n_keys,
+                             indirect ? " (rows)" : "", i, together[i], alone[i]);
+        }
+        free(q), free(kv), free(together), free(alone), free(scores), free(rows);
+    }
+}
+
 static void test_argmax_and_clamp(void **state)
 {
     (void)state;
@@ -270,7 +304,8 @@ int main(void)
         cmocka_unit_test(test_gemm_shapes), cmocka_unit_test(test_gemm_plain),
         cmocka_unit_test(test_padded_conv), cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_roll_mean),
-        cmocka_unit_test(test_attention),   cmocka_unit_test(test_argmax_and_clamp),
+        cmocka_unit_test(test_attention),   cmocka_unit_test(test_attention_heads_grouped),
+        cmocka_unit_test(test_argmax_and_clamp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
