@@ -5,6 +5,13 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The AVX2 paths below (chosen at run time from CPUID, compiled through
+ * target attributes whatever the file's flags) need x86 intrinsics. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+#endif
+
 int ops_conv_out(int in, int kernel, int stride, int pad)
 {
     return (in + 2 * pad - kernel) / stride + 1;
@@ -131,10 +138,7 @@ static float dot_lanes(const float *restrict a, const float *restrict b, int n)
     return lane[0];
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define HAVE_AVX2_HEADS 1
-
+#ifdef HAVE_AVX2_PATH
 /* dot_lanes of eight heads at once (q and k at head 0 of the eight,
  * head_dim a multiple of OPS_LANES), times scale, into out[0..8): the same
  * products and sums in the same order, so the same bits. One head at a time,
@@ -176,6 +180,22 @@ __attribute__((target("avx2"))) static void dot_lanes_8(const float *q, const fl
 }
 #endif
 
+/* acc[0..width) = sum over keys t of p[t] * (the t-th row of v)[0..width),
+ * each lane one running sum in key order. Inlined with width OPS_LANES the
+ * block stays in registers over all keys; added up in the output itself,
+ * each key's update waited on the previous one's store. */
+static inline __attribute__((always_inline)) void weighted_rows(float *acc, const float *p, const float *v,
+                                                                const int *rows, int n_keys, int ld_kv, int width)
+{
+    for (int j = 0; j < width; j++)
+        acc[j] = 0.0f;
+    for (int t = 0; t < n_keys; t++) {
+        const float *vt = v + (size_t)(rows ? rows[t] : t) * ld_kv;
+        for (int j = 0; j < width; j++)
+            acc[j] += p[t] * vt[j];
+    }
+}
+
 void ops_attention_rows(const float *q, const float *kv, const int *rows, int n_keys, int ld_kv, int v_offset,
                         int n_heads, int head_dim, float *out, float *scores)
 {
@@ -186,13 +206,13 @@ void ops_attention_rows(const float *q, const float *kv, const int *rows, int n_
      * of a decoding step at batch 32. */
     const float scale = 1.0f / sqrtf((float)head_dim);
     int grouped = 0; /* heads done eight at a time */
-#ifdef HAVE_AVX2_HEADS
+#ifdef HAVE_AVX2_PATH
     if (head_dim % OPS_LANES == 0 && __builtin_cpu_supports("avx2"))
         grouped = n_heads / 8 * 8;
 #endif
     for (int t = 0; t < n_keys; t++) {
         const float *k = kv + (size_t)(rows ? rows[t] : t) * ld_kv;
-#ifdef HAVE_AVX2_HEADS
+#ifdef HAVE_AVX2_PATH
         for (int h0 = 0; h0 < grouped; h0 += 8) {
             float eight[8];
             dot_lanes_8(q + (size_t)h0 * head_dim, k + (size_t)h0 * head_dim, head_dim, scale, eight);
@@ -215,27 +235,17 @@ void ops_attention_rows(const float *q, const float *kv, const int *rows, int n_
         for (int t = 0; t < n_keys; t++)
             s[t] = s[t] / total;
     }
-    /* Values head by head, the head's output in OPS_LANES-wide blocks held in
-     * registers over all keys: added up in out itself, each key's update
-     * waited on the previous one's store. */
+    /* Values head by head, in OPS_LANES-wide blocks of the head's output */
     for (int h = 0; h < n_heads; h++) {
         const float *p = scores + (size_t)h * n_keys;
         for (int d0 = 0; d0 < head_dim; d0 += OPS_LANES) {
             const int width = head_dim - d0 < OPS_LANES ? head_dim - d0 : OPS_LANES;
-            float acc[OPS_LANES] = {0};
             const float *v = kv + v_offset + (size_t)h * head_dim + d0;
+            float acc[OPS_LANES];
             if (width == OPS_LANES)
-                for (int t = 0; t < n_keys; t++) {
-                    const float *vt = v + (size_t)(rows ? rows[t] : t) * ld_kv;
-                    for (int j = 0; j < OPS_LANES; j++)
-                        acc[j] += p[t] * vt[j];
-                }
+                weighted_rows(acc, p, v, rows, n_keys, ld_kv, OPS_LANES);
             else
-                for (int t = 0; t < n_keys; t++) {
-                    const float *vt = v + (size_t)(rows ? rows[t] : t) * ld_kv;
-                    for (int j = 0; j < width; j++)
-                        acc[j] += p[t] * vt[j];
-                }
+                weighted_rows(acc, p, v, rows, n_keys, ld_kv, width);
             memcpy(out + (size_t)h * head_dim + d0, acc, sizeof(float) * width);
         }
     }
@@ -304,9 +314,7 @@ static float exp_nonpositive(float x)
     return p * scale.value;
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
+#ifdef HAVE_AVX2_PATH
 /* The sum of exp(x[i] - shift) over i < n8 (a multiple of 8), in float
  * lanes summed in double every 256 elements. */
 __attribute__((target("avx2,fma"))) static double sum_exp_avx2(const float *x, int n8, float shift)
@@ -350,7 +358,6 @@ __attribute__((target("avx2"))) static float max_avx2(const float *x, int n8)
         max_x = lanes[j] > max_x ? lanes[j] : max_x;
     return max_x;
 }
-#define HAVE_AVX2_PATH 1
 #endif
 
 float ops_logsumexp_fast(const float *x, int n)
