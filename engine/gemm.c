@@ -193,13 +193,19 @@ static int k_stored(int n_in, int pairs)
     return pairs ? (n_in + 1) / 2 * 2 : n_in;
 }
 
+/* Where column c of a panel is within a row of bfloat16 panels of either
+ * layout (gemm.h), from the row's column 0. */
+static size_t bf16_column(int pairs, int c)
+{
+    return pairs ? 2 * (size_t)c : (size_t)gemm_bf16_slot(c);
+}
+
 /* Where W[j, k] is among bfloat16 panels of either layout (gemm.h). */
 static size_t bf16_index(int n_in, int pairs, int j, int k)
 {
     const size_t panel = (size_t)(j / GEMM_PANEL) * k_stored(n_in, pairs);
-    const int c = j % GEMM_PANEL;
-    return pairs ? ((panel + (size_t)k / 2 * 2) * GEMM_PANEL + 2 * (size_t)c + (size_t)k % 2)
-                 : (panel + (size_t)k) * GEMM_PANEL + (size_t)gemm_bf16_slot(c);
+    const size_t row = pairs ? (panel + (size_t)k / 2 * 2) * GEMM_PANEL + (size_t)k % 2 : (panel + (size_t)k) * GEMM_PANEL;
+    return row + bf16_column(pairs, j % GEMM_PANEL);
 }
 
 /* Whether the backend in use reads bfloat16 panels as k pairs. */
@@ -248,15 +254,13 @@ static int pack_panels(const gemm_weights *w, int bf16, int pairs, void **memory
             float values[GEMM_PANEL] = {0}; /* row i of the panel: zero past n_out and n_in */
             for (int c = 0; c < rows && i < k; c++)
                 values[c] = from ? from[(size_t)c * k + i] : source_value(w, p * GEMM_PANEL + c, i);
-            const size_t row = ((size_t)p * rows_stored + i) * GEMM_PANEL; /* bf16_index, found once a row */
             if (!bf16)
-                memcpy(full + row, values, sizeof values);
-            else if (pairs) /* pair row i / 2, half i % 2 */
+                memcpy(full + ((size_t)p * k + i) * GEMM_PANEL, values, sizeof values);
+            else {
+                const size_t row = bf16_index(k, pairs, p * GEMM_PANEL, i); /* column 0's place, once a row */
                 for (int c = 0; c < GEMM_PANEL; c++)
-                    half[row - (size_t)(i % 2) * GEMM_PANEL + 2 * (size_t)c + (size_t)(i % 2)] = gemm_bf16_round(values[c]);
-            else
-                for (int c = 0; c < GEMM_PANEL; c++)
-                    half[row + (size_t)gemm_bf16_slot(c)] = gemm_bf16_round(values[c]);
+                    half[row + bf16_column(pairs, c)] = gemm_bf16_round(values[c]);
+            }
         }
     }
     return 0;
