@@ -27,16 +27,20 @@
 /* Marks y's padding (columns n .. ldy-1): it must survive every product. */
 #define SENTINEL 12345.0f
 
-static const char *const all_backends[] = {"avx512", "avx2", "portable", "cblas"};
-enum { N_ENGINE = 3, N_ALL = 4 };
-/* The dot-product backends (gemm.h): in bf16 they round x too and sum
- * pairs; the emulated one is exact to the definition, the instruction (where
- * the CPU has it) may differ on subnormals. */
-static const char *const dot_backends[] = {"avx512bf16-emulated", "avx512bf16"};
-enum { N_DOT = 2 };
-/* Products whose inputs are exact in bfloat16 give the same on all of them. */
-static const char *const every_backend[] = {"avx512", "avx2", "portable", "cblas", "avx512bf16-emulated", "avx512bf16"};
-enum { N_EVERY = 6 };
+/* Every backend, and what gemm.h promises of it. Products whose inputs are
+ * exact in bfloat16 give the same on all of them. */
+typedef struct backend_case {
+    const char *name;
+    int engine;  /* 1: the engine's own (gemm.h's exact sums; rows independent of the batch); 0: cblas */
+    int dot;     /* 1: in bf16, x rounded too and pairs summed (gemm.h) */
+    int rounded; /* 1: those bf16 sums only within rounding of the definition (VDPBF16PS itself,
+                  * which may differ on subnormals; the emulated backend is exact) */
+} backend_case;
+static const backend_case backends[] = {
+    {"avx512", 1, 0, 0}, {"avx2", 1, 0, 0}, {"portable", 1, 0, 0}, {"cblas", 0, 0, 0},
+    {"avx512bf16-emulated", 1, 1, 0}, {"avx512bf16", 1, 1, 1},
+};
+enum { N_BACKENDS = 6 };
 static const gemm_precision precisions[] = {GEMM_FP32, GEMM_BF16};
 enum { N_PRECISIONS = 2 };
 
@@ -228,35 +232,25 @@ static void test_backends_on_odd_shapes(void **state)
                         fail_msg("%s", err.msg);
                     gemm_weights unpacked = packed;
                     unpacked.packed = NULL, unpacked.packed_bf16 = NULL;
-                    for (int be = 0; be < N_ALL; be++) {
-                        if (!gemm_backend_supported(all_backends[be]))
-                            continue;
-                        use_backend(all_backends[be]);
-                        char label[64];
-                        snprintf(label, sizeof label, "%s %s", all_backends[be], gemm_precision_name(precisions[pr]));
-                        const int exact = be < N_ENGINE;
-                        for (int form = 0; form < 2; form++) {
-                            float *y = run_problem(&p, form ? &unpacked : &packed);
-                            check_result(label, &p, y, ref, chain, exact);
-                            free(y);
-                        }
-                    }
-                    /* the dot products: fp32 is avx512's; bf16 is the pair sum of rounded x and W,
-                     * exactly when emulated (the panels were packed for another layout: these
-                     * products repack them for the call) */
+                    /* the dot products: fp32 is avx512's; bf16 is the pair sum of rounded x and W
+                     * (the panels were packed for the other layout: these products repack them
+                     * for the call) */
                     problem q = rounded_x(&p);
                     double *dot_ref = reference_double(&q, w);
                     float *pairs = reference_pairs(&q, w);
                     const int bf16 = precisions[pr] == GEMM_BF16;
-                    for (int be = 0; be < N_DOT; be++) {
-                        if (!gemm_backend_supported(dot_backends[be]))
+                    for (int be = 0; be < N_BACKENDS; be++) {
+                        const backend_case *bk = &backends[be];
+                        if (!gemm_backend_supported(bk->name))
                             continue;
-                        use_backend(dot_backends[be]);
+                        use_backend(bk->name);
                         char label[64];
-                        snprintf(label, sizeof label, "%s %s", dot_backends[be], gemm_precision_name(precisions[pr]));
+                        snprintf(label, sizeof label, "%s %s", bk->name, gemm_precision_name(precisions[pr]));
+                        const int dot = bk->dot && bf16;
                         for (int form = 0; form < 2; form++) {
                             float *y = run_problem(&p, form ? &unpacked : &packed);
-                            check_result(label, &p, y, bf16 ? dot_ref : ref, bf16 ? pairs : chain, be == 0 || !bf16);
+                            check_result(label, &p, y, dot ? dot_ref : ref, dot ? pairs : chain,
+                                         bk->engine && !(dot && bk->rounded));
                             free(y);
                         }
                     }
@@ -267,7 +261,7 @@ static void test_backends_on_odd_shapes(void **state)
                 free_problem(&p);
                 cases++;
             }
-    printf("  %d shapes x %d backends x fp32/bf16 x packed/unpacked weights\n", cases, N_ALL + N_DOT);
+    printf("  %d shapes x %d backends x fp32/bf16 x packed/unpacked weights\n", cases, N_BACKENDS);
     use_backend("auto");
 }
 
@@ -326,17 +320,17 @@ static void test_conv_is_the_patch_product(void **state)
             rc_error err = {{0}};
             if (gemm_pack(&gw, &err) < 0)
                 fail_msg("%s", err.msg);
-            for (int be = 0; be < N_EVERY; be++) {
-                if (!gemm_backend_supported(every_backend[be]))
+            for (int be = 0; be < N_BACKENDS; be++) {
+                if (!gemm_backend_supported(backends[be].name))
                     continue;
-                use_backend(every_backend[be]);
+                use_backend(backends[be].name);
                 for (size_t i = 0; i < (size_t)m * ldy; i++)
                     want[i] = got[i] = SENTINEL;
                 gemm_linear(&gw, m, cols, k, want, ldy, &ep);
                 gemm_conv2d(&gw, &conv, got, ldy, &ep);
                 for (size_t i = 0; i < (size_t)m * ldy; i++)
                     if (memcmp(&want[i], &got[i], sizeof(float)) != 0)
-                        fail_msg("%s %s, case %zu: y[%zu, %zu] = %.9g, the patch product gives %.9g", every_backend[be],
+                        fail_msg("%s %s, case %zu: y[%zu, %zu] = %.9g, the patch product gives %.9g", backends[be].name,
                                  gemm_precision_name(precisions[pr]), ci, i / ldy, i % ldy, got[i], want[i]);
             }
             gemm_unpack(&gw);
@@ -352,11 +346,11 @@ static void test_empty_k(void **state)
     (void)state;
     const float bias[3] = {1.5f, -2.0f, 0.25f}, res[2 * 3] = {1, 1, 1, -1, -1, -1};
     const float x[2] = {99, 99}; /* never read: K is 0 */
-    for (int be = 0; be < N_EVERY; be++)
+    for (int be = 0; be < N_BACKENDS; be++)
         for (int pr = 0; pr < N_PRECISIONS; pr++) {
-            if (!gemm_backend_supported(every_backend[be]))
+            if (!gemm_backend_supported(backends[be].name))
                 continue;
-            use_backend(every_backend[be]);
+            use_backend(backends[be].name);
             gemm_weights gw = {.n_out = 3, .n_in = 0, .w = NULL, .bias = bias, .precision = precisions[pr]};
             rc_error err = {{0}};
             assert_int_equal(gemm_pack(&gw, &err), 0);
@@ -367,7 +361,7 @@ static void test_empty_k(void **state)
             const float want[6] = {2.5f, 0.0f, 1.25f, 0.5f, 0.0f, 0.0f};
             for (int i = 0; i < 6; i++)
                 if (y[i] != want[i])
-                    fail_msg("%s %s: y[%d] = %g, expected %g", every_backend[be], gemm_precision_name(precisions[pr]),
+                    fail_msg("%s %s: y[%d] = %g, expected %g", backends[be].name, gemm_precision_name(precisions[pr]),
                              i, y[i], want[i]);
             gemm_unpack(&gw);
         }
@@ -398,11 +392,11 @@ static void test_residual_is_x(void **state)
      * (W is exact in bfloat16, so both precisions give this) */
     const float x[4] = {1, 2, 3, 4}, w[4] = {1, 0, 1, 1}, bias[2] = {0.5f, -10.0f};
     const float want[4] = {2.5f, 0.0f, 6.5f, 1.0f};
-    for (int be = 0; be < N_EVERY; be++)
+    for (int be = 0; be < N_BACKENDS; be++)
         for (int pr = 0; pr < N_PRECISIONS; pr++) {
-            if (!gemm_backend_supported(every_backend[be]))
+            if (!gemm_backend_supported(backends[be].name))
                 continue;
-            use_backend(every_backend[be]);
+            use_backend(backends[be].name);
             gemm_weights gw = {.n_out = 2, .n_in = 2, .w = w, .bias = bias, .precision = precisions[pr]};
             rc_error err = {{0}};
             assert_int_equal(gemm_pack(&gw, &err), 0);
@@ -411,7 +405,7 @@ static void test_residual_is_x(void **state)
             gemm_linear(&gw, 2, x, 2, y, 2, &ep);
             for (int i = 0; i < 4; i++)
                 if (y[i] != want[i])
-                    fail_msg("%s %s: y[%d] = %g, expected %g", every_backend[be], gemm_precision_name(precisions[pr]),
+                    fail_msg("%s %s: y[%d] = %g, expected %g", backends[be].name, gemm_precision_name(precisions[pr]),
                              i, y[i], want[i]);
             gemm_unpack(&gw);
         }
@@ -439,24 +433,6 @@ static gemm_weights packed_weights(const problem *p, gemm_precision precision, i
     return gw;
 }
 
-/* The engine's backends, then the dot-product ones: what the determinism
- * tests run (a row must not depend on its neighbours on any of them). */
-static const char *const deterministic_backends[] = {"avx512", "avx2", "portable", "avx512bf16-emulated",
-                                                     "avx512bf16"};
-enum { N_DETERMINISTIC = 5 };
-
-/* Whether backend be (of deterministic_backends) is a dot-product one,
- * and whether its results are gemm.h's exact ones (not the instruction). */
-static int is_dot(int be)
-{
-    return be >= N_ENGINE;
-}
-
-static int is_exact(int be)
-{
-    return strcmp(deterministic_backends[be], "avx512bf16") != 0;
-}
-
 /* A row's result is the same bits whatever rows surround it, where it falls
  * in the kernels' blocks and tiles, how many threads run, and which engine
  * backend computes it, in both precisions. Shapes as the model's: a
@@ -476,13 +452,14 @@ static void test_determinism(void **state)
         float *y = malloc(sizeof(float) * (size_t)rows * p.ldy);
         assert_non_null(y);
         for (int pr = 0; pr < N_PRECISIONS; pr++)
-            for (int be = 0; be < N_DETERMINISTIC; be++) {
-                if (!gemm_backend_supported(deterministic_backends[be]))
+            for (int be = 0; be < N_BACKENDS; be++) {
+                const backend_case *b = &backends[be];
+                if (!b->engine || !gemm_backend_supported(b->name))
                     continue;
-                use_backend(deterministic_backends[be]);
+                use_backend(b->name);
                 float *chain;
-                gemm_weights gw = packed_weights(&p, precisions[pr], is_dot(be), &chain);
-                if (!is_exact(be)) { /* the instruction: each row as computed alone */
+                gemm_weights gw = packed_weights(&p, precisions[pr], b->dot, &chain);
+                if (b->rounded) { /* the instruction: each row as computed alone */
                     for (int i = 0; i < rows; i++) {
                         const gemm_epilogue ep = {p.res + (size_t)i * p.ld_res, p.ld_res, 1};
                         gemm_linear(&gw, 1, p.x + (size_t)i * p.ldx, p.ldx, chain + (size_t)i * n, n, &ep);
@@ -499,7 +476,7 @@ static void test_determinism(void **state)
                             if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)(first + i) * n, sizeof(float) * n))
                                 fail_msg("%s %s, %d threads, rows %d..%d of (%d, %d, %d): row %d differs from the "
                                          "same row computed alone",
-                                         deterministic_backends[be], gemm_precision_name(precisions[pr]), threads,
+                                         b->name, gemm_precision_name(precisions[pr]), threads,
                                          first, first + m, rows, n, k, first + i);
                     }
                 }
@@ -524,13 +501,14 @@ static void test_inside_parallel_region(void **state)
     float *y = malloc(sizeof(float) * (size_t)p.m * p.ldy);
     assert_non_null(y);
     for (int pr = 0; pr < N_PRECISIONS; pr++)
-        for (int be = 0; be < N_DETERMINISTIC; be++) {
-            if (!gemm_backend_supported(deterministic_backends[be]))
+        for (int be = 0; be < N_BACKENDS; be++) {
+            const backend_case *b = &backends[be];
+            if (!b->engine || !gemm_backend_supported(b->name))
                 continue;
-            use_backend(deterministic_backends[be]);
+            use_backend(b->name);
             float *chain;
-            gemm_weights gw = packed_weights(&p, precisions[pr], is_dot(be), &chain);
-            if (!is_exact(be)) { /* the instruction: the rows computed by one call */
+            gemm_weights gw = packed_weights(&p, precisions[pr], b->dot, &chain);
+            if (b->rounded) { /* the instruction: the rows computed by one call */
                 const gemm_epilogue ep = {p.res, p.ld_res, 1};
                 gemm_linear(&gw, p.m, p.x, p.ldx, chain, p.n, &ep);
             }
@@ -543,7 +521,7 @@ static void test_inside_parallel_region(void **state)
             }
             for (int i = 0; i < p.m; i++)
                 if (memcmp(y + (size_t)i * p.ldy, chain + (size_t)i * p.n, sizeof(float) * p.n) != 0)
-                    fail_msg("%s %s: row %d computed inside a parallel region differs", deterministic_backends[be],
+                    fail_msg("%s %s: row %d computed inside a parallel region differs", b->name,
                              gemm_precision_name(precisions[pr]), i);
             free(chain);
             gemm_unpack(&gw);
@@ -581,15 +559,15 @@ static void test_packed_layout(void **state)
      * panels) computes from the packed copy. x = [1, 1, 1]: y[j] = 300 j + 3 */
     gw.w = NULL;
     const float x[3] = {1, 1, 1};
-    for (int be = 0; be < N_EVERY; be++) {
-        if (!gemm_backend_supported(every_backend[be]))
+    for (int be = 0; be < N_BACKENDS; be++) {
+        if (!gemm_backend_supported(backends[be].name))
             continue;
-        use_backend(every_backend[be]);
+        use_backend(backends[be].name);
         float y[40];
         gemm_linear(&gw, 1, x, 3, y, 40, NULL);
         for (int j = 0; j < n; j++)
             if (y[j] != (float)(300 * j + 3))
-                fail_msg("%s from panels only: y[%d] = %g, expected %d", every_backend[be], j, y[j], 300 * j + 3);
+                fail_msg("%s from panels only: y[%d] = %g, expected %d", backends[be].name, j, y[j], 300 * j + 3);
     }
     gemm_unpack(&gw);
     assert_null(gw.packed);
@@ -742,16 +720,16 @@ static void test_bf16_packed_layout(void **state)
     /* from the panels alone, x = [1, 1, 1]: y[j] = 12 j + 3, but y[5] = 20 + 1.015625 + 22 */
     gw.w = NULL;
     const float x[3] = {1, 1, 1};
-    for (int be = 0; be < N_EVERY; be++) {
-        if (!gemm_backend_supported(every_backend[be]))
+    for (int be = 0; be < N_BACKENDS; be++) {
+        if (!gemm_backend_supported(backends[be].name))
             continue;
-        use_backend(every_backend[be]);
+        use_backend(backends[be].name);
         float y[40];
         gemm_linear(&gw, 1, x, 3, y, 40, NULL);
         for (int j = 0; j < n; j++) {
             const float want = j == 5 ? 43.015625f : (float)(12 * j + 3);
             if (y[j] != want)
-                fail_msg("%s from bf16 panels only: y[%d] = %g, expected %g", every_backend[be], j, y[j], want);
+                fail_msg("%s from bf16 panels only: y[%d] = %g, expected %g", backends[be].name, j, y[j], want);
         }
     }
     use_backend("auto");
@@ -813,15 +791,15 @@ static void test_bf16_pair_layout(void **state)
     /* from the panels alone, x = [1, 2, 3, 4, 5]: y[j] = 15 * 2j + 3 * 40 = 30 j + 120 on every backend */
     gw.w = NULL;
     const float x[5] = {1, 2, 3, 4, 5};
-    for (int be = 0; be < N_EVERY; be++) {
-        if (!gemm_backend_supported(every_backend[be]))
+    for (int be = 0; be < N_BACKENDS; be++) {
+        if (!gemm_backend_supported(backends[be].name))
             continue;
-        use_backend(every_backend[be]);
+        use_backend(backends[be].name);
         float y[40];
         gemm_linear(&gw, 1, x, 5, y, 40, NULL);
         for (int j = 0; j < n; j++)
             if (y[j] != (float)(30 * j + 120))
-                fail_msg("%s from pair panels only: y[%d] = %g, expected %d", every_backend[be], j, y[j],
+                fail_msg("%s from pair panels only: y[%d] = %g, expected %d", backends[be].name, j, y[j],
                          30 * j + 120);
     }
     /* repacked for good for avx512: the same bits as packing the floats */
