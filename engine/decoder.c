@@ -168,8 +168,7 @@ void dec_step(const captioner *m, dec_cache *cache, int n, const int *slots, con
         }
         const gemm_epilogue add_x = {.residual = x, .ld_residual = dim};
         gemm_linear(&W->self_out, n, cache->attn, dim, cache->tmp, dim, &add_x);
-        ops_layernorm(cache->tmp, n, dim, W->norm_w[0], W->norm_b[0], eps);
-        memcpy(x, cache->tmp, sizeof(float) * n * dim);
+        ops_layernorm(cache->tmp, x, n, dim, W->norm_w[0], W->norm_b[0], eps);
         /* cross-attention to the image's memory tokens */
         gemm_linear(&W->cross_q, n, x, dim, cache->qkv, dim, NULL);
 #pragma omp parallel for schedule(static) if (n > 1)
@@ -178,14 +177,12 @@ void dec_step(const captioner *m, dec_cache *cache, int n, const int *slots, con
                           2 * dim, dim, heads, head_dim, cache->attn + (size_t)i * dim,
                           cache->scores + (size_t)omp_get_thread_num() * cache->scores_len);
         gemm_linear(&W->cross_out, n, cache->attn, dim, cache->tmp, dim, &add_x);
-        ops_layernorm(cache->tmp, n, dim, W->norm_w[1], W->norm_b[1], eps);
-        memcpy(x, cache->tmp, sizeof(float) * n * dim);
+        ops_layernorm(cache->tmp, x, n, dim, W->norm_w[1], W->norm_b[1], eps);
         /* feed-forward */
         const gemm_epilogue relu = {.relu = 1};
         gemm_linear(&W->ffn_up, n, x, dim, cache->ffn, c->ffn_dim, &relu);
         gemm_linear(&W->ffn_down, n, cache->ffn, c->ffn_dim, cache->tmp, dim, &add_x);
-        ops_layernorm(cache->tmp, n, dim, W->norm_w[2], W->norm_b[2], eps);
-        memcpy(x, cache->tmp, sizeof(float) * n * dim);
+        ops_layernorm(cache->tmp, x, n, dim, W->norm_w[2], W->norm_b[2], eps);
     }
     gemm_linear(&m->fc_out, n, x, dim, logits, c->vocab_size, NULL);
 }

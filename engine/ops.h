@@ -24,9 +24,12 @@ void ops_maxpool(const float *x, int h, int w, int c, int kernel, int stride, in
 /* NCHW (c, h, w) to NHWC (h, w, c) for one image. */
 void ops_chw_to_hwc(const float *x, int c, int h, int w, float *y);
 
-/* LayerNorm over each of n rows of length dim, in place:
- * x = (x - mean) / sqrt(var + eps) * gamma + beta (biased variance). */
-void ops_layernorm(float *x, int n, int dim, const float *gamma, const float *beta, float eps);
+/* LayerNorm over each of n rows of length dim of x into y (y == x: in
+ * place; otherwise they must not overlap):
+ * y = (x - mean) / sqrt(var + eps) * gamma + beta (biased variance), mean
+ * and variance summed in double. Rows across OpenMP threads when there are
+ * many (a row's result does not depend on that). */
+void ops_layernorm(const float *x, float *y, int n, int dim, const float *gamma, const float *beta, float eps);
 
 /* Clamps each element to [lo, hi] in place (Hardtanh). */
 void ops_clamp(float *x, size_t n, float lo, float hi);
@@ -40,7 +43,10 @@ void ops_roll_mean(const float *x, int len, int dim, int half, float *y);
  * q (n_heads * head_dim); the t-th key and value are kv + t * ld_kv and
  * kv + t * ld_kv + v_offset (head h uses elements h * head_dim ..);
  * out (n_heads * head_dim), which must not overlap q or kv. scores is
- * scratch of n_heads * n_keys floats. */
+ * scratch of n_heads * n_keys floats. The sums' order is fixed
+ * (engine/ops_attention.c), so every CPU gives the same bits; exp is
+ * ops_exp.h's polynomial (within about 2e-7 of expf). AVX-512 where the
+ * CPU has it and head_dim is a multiple of 16. */
 void ops_attention(const float *q, const float *kv, int n_keys, int ld_kv, int v_offset, int n_heads,
                    int head_dim, float *out, float *scores);
 
@@ -49,6 +55,11 @@ void ops_attention(const float *q, const float *kv, int n_keys, int ld_kv, int v
  * earlier positions where its ancestors wrote them. */
 void ops_attention_rows(const float *q, const float *kv, const int *rows, int n_keys, int ld_kv, int v_offset,
                         int n_heads, int head_dim, float *out, float *scores);
+
+/* ops_attention_rows in plain C whatever the CPU: the definition the vector
+ * paths match bit for bit (for tests). */
+void ops_attention_plain(const float *q, const float *kv, const int *rows, int n_keys, int ld_kv, int v_offset,
+                         int n_heads, int head_dim, float *out, float *scores);
 
 /* Index of the largest of x[0..n), the first one on ties (torch.argmax). */
 int ops_argmax(const float *x, int n);

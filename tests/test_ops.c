@@ -151,26 +151,40 @@ static void test_maxpool(void **state)
     expect_close(y2, want2, 2, 0);
 }
 
+/* Against the definition in double: a few rows in place, and enough rows
+ * to be shared among threads, out of place (then the same bits in place). */
 static void test_layernorm(void **state)
 {
     (void)state;
     rng_state r;
     rng_seed(&r, 3);
-    const int n = 5, dim = 37;
-    float *x = random_floats(&r, n * dim, 3.0), *g = random_floats(&r, dim, 1.0), *b = random_floats(&r, dim, 1.0);
-    double *ref = malloc(sizeof(double) * n * dim);
-    for (int i = 0; i < n; i++) {
-        double mean = 0, var = 0;
-        for (int d = 0; d < dim; d++)
-            mean += x[i * dim + d] / (double)dim;
-        for (int d = 0; d < dim; d++)
-            var += (x[i * dim + d] - mean) * (x[i * dim + d] - mean) / dim;
-        for (int d = 0; d < dim; d++)
-            ref[i * dim + d] = (x[i * dim + d] - mean) / sqrt(var + 1e-5) * g[d] + b[d];
+    static const int cases[][2] = {{5, 37}, {600, 64}}; /* rows, dim */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int n = cases[c][0], dim = cases[c][1];
+        float *x = random_floats(&r, (size_t)n * dim, 3.0), *g = random_floats(&r, dim, 1.0);
+        float *b = random_floats(&r, dim, 1.0), *y = malloc(sizeof(float) * n * dim);
+        double *ref = malloc(sizeof(double) * n * dim);
+        assert_true(y && ref);
+        for (int i = 0; i < n; i++) {
+            double mean = 0, var = 0;
+            for (int d = 0; d < dim; d++)
+                mean += x[i * dim + d] / (double)dim;
+            for (int d = 0; d < dim; d++)
+                var += (x[i * dim + d] - mean) * (x[i * dim + d] - mean) / dim;
+            for (int d = 0; d < dim; d++)
+                ref[i * dim + d] = (x[i * dim + d] - mean) / sqrt(var + 1e-5) * g[d] + b[d];
+        }
+        if (c == 0) {
+            ops_layernorm(x, x, n, dim, g, b, 1e-5f);
+            expect_close(x, ref, (size_t)n * dim, 1e-5);
+        } else {
+            ops_layernorm(x, y, n, dim, g, b, 1e-5f);
+            expect_close(y, ref, (size_t)n * dim, 1e-5);
+            ops_layernorm(x, x, n, dim, g, b, 1e-5f);
+            assert_memory_equal(x, y, sizeof(float) * n * dim);
+        }
+        free(x), free(g), free(b), free(y), free(ref);
     }
-    ops_layernorm(x, n, dim, g, b, 1e-5f);
-    expect_close(x, ref, (size_t)n * dim, 1e-5);
-    free(x), free(g), free(b), free(ref);
 }
 
 /* torch.roll(x, shifts=s, dims=1)[t] = x[(t - s) mod L]; the graph layer
@@ -229,37 +243,42 @@ static void test_attention(void **state)
     }
 }
 
-/* Heads computed eight at a time (where the CPU allows) give the very bits
- * of each head computed alone (one head per call never takes that path):
- * 8, 12 (a group and four alone) and 16 heads, head sizes of one and four
- * 16-float blocks, keys read through rows (beam search's indirection). */
-static void test_attention_heads_grouped(void **state)
+/* The vector paths (AVX-512 scores and values, AVX2 softmax, where the CPU
+ * has them) give the very bits of the plain C definition: heads in and out
+ * of step with the 16-pair chunks (8, 12, 3, 16), head sizes of one and
+ * four 16-float blocks and one that is not a multiple of 16 (plain C
+ * everywhere), key counts around the softmax's 8 lanes (1, 7, 17, 49, 80),
+ * keys read in order and through rows (beam search's indirection). */
+static void test_attention_vector_is_plain(void **state)
 {
     (void)state;
     rng_state r;
     rng_seed(&r, 5);
-    static const int cases[][3] = {{8, 64, 49}, {12, 16, 7}, {16, 32, 80}}; /* heads, head_dim, keys */
+    static const int cases[][3] = {{8, 64, 49}, {8, 64, 1}, {12, 16, 7},
+                                   {3, 32, 17}, {16, 32, 80}, {2, 40, 9}}; /* heads, head_dim, keys */
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int heads = cases[c][0], hd = cases[c][1], n_keys = cases[c][2];
         const int dim = heads * hd, ld = 2 * dim + 3;
-        float *q = random_floats(&r, dim, 1.0), *kv = random_floats(&r, (size_t)(n_keys + 5) * ld, 1.0);
-        float *together = malloc(sizeof(float) * dim), *alone = malloc(sizeof(float) * dim);
+        float *q = random_floats(&r, dim, 1.0), *kv = random_floats(&r, (size_t)(n_keys + 5) * ld, 3.0);
+        float *vector = malloc(sizeof(float) * dim), *plain = malloc(sizeof(float) * dim);
         float *scores = malloc(sizeof(float) * heads * n_keys);
         int *rows = malloc(sizeof(int) * n_keys);
-        assert_true(together && alone && scores && rows);
+        assert_true(vector && plain && scores && rows);
         for (int t = 0; t < n_keys; t++)
             rows[t] = (t * 7 + 3) % (n_keys + 5);
         for (int indirect = 0; indirect < 2; indirect++) {
             const int *order = indirect ? rows : NULL;
-            ops_attention_rows(q, kv, order, n_keys, ld, dim, heads, hd, together, scores);
-            for (int h = 0; h < heads; h++)
-                ops_attention_rows(q + h * hd, kv + h * hd, order, n_keys, ld, dim, 1, hd, alone + h * hd, scores);
+            if (order)
+                ops_attention_rows(q, kv, order, n_keys, ld, dim, heads, hd, vector, scores);
+            else
+                ops_attention(q, kv, n_keys, ld, dim, heads, hd, vector, scores);
+            ops_attention_plain(q, kv, order, n_keys, ld, dim, heads, hd, plain, scores);
             for (int i = 0; i < dim; i++)
-                if (memcmp(&together[i], &alone[i], sizeof(float)) != 0)
-                    fail_msg("%d heads of %d, %d keys%s: out[%d] = %.9g, the head alone gives %.9g", heads, hd, n_keys,
-                             indirect ? " (rows)" : "", i, together[i], alone[i]);
+                if (memcmp(&vector[i], &plain[i], sizeof(float)) != 0)
+                    fail_msg("%d heads of %d, %d keys%s: out[%d] = %.9g, plain C gives %.9g", heads, hd, n_keys,
+                             indirect ? " (rows)" : "", i, vector[i], plain[i]);
         }
-        free(q), free(kv), free(together), free(alone), free(scores), free(rows);
+        free(q), free(kv), free(vector), free(plain), free(scores), free(rows);
     }
 }
 
@@ -304,7 +323,7 @@ int main(void)
         cmocka_unit_test(test_gemm_shapes), cmocka_unit_test(test_gemm_plain),
         cmocka_unit_test(test_padded_conv), cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_layernorm),   cmocka_unit_test(test_roll_mean),
-        cmocka_unit_test(test_attention),   cmocka_unit_test(test_attention_heads_grouped),
+        cmocka_unit_test(test_attention),   cmocka_unit_test(test_attention_vector_is_plain),
         cmocka_unit_test(test_argmax_and_clamp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
