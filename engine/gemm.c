@@ -34,6 +34,7 @@ void openblas_set_num_threads(int num_threads);
 enum {
     K_BLOCK = 1024,           /* a kernel block's slice of x: 6 x 1024 floats, 24 KB of L1 */
     TILE_ROWS = 336,          /* a multiple of every kernel's rows (6, 4) */
+    TILE_ROWS_MIN = 96,       /* shortest tile cut by rows: decoding (< 180 rows) is cut by columns */
     TILE_PANELS = 8,          /* 256 columns at most */
     TILE_W_BYTES = 512 << 10, /* half of L2 for the tile's slice of W */
     TILES_PER_THREAD = 4,     /* when there is enough work, for dynamic balance */
@@ -612,10 +613,27 @@ static void product(gemm_call call, int m)
     const int fit = TILE_W_BYTES / (int)((call.k_block > 0 ? call.k_block : 1) * GEMM_PANEL * element);
     call.tile_panels = fit < 1 ? 1 : fit < TILE_PANELS ? fit : TILE_PANELS;
     call.tile_panels = call.tile_panels < call.panels ? call.tile_panels : call.panels;
-    while (threads > 1 && call.tile_panels > 1 &&
-           tiles_m * ((call.panels + call.tile_panels - 1) / call.tile_panels) < TILES_PER_THREAD * threads)
-        call.tile_panels--;
     const int step = call.kernel ? call.kernel->nr_max / GEMM_PANEL : 1; /* panels per kernel block */
+    /* Too few tiles for the threads: cut rows while tiles stay tall (W's
+     * slice is reused over TILE_ROWS_MIN rows at least) and as wide as the
+     * kernel's block, then columns. Cutting columns first left the
+     * convolutions of one image in tiles one panel wide (half the kernel's
+     * block: 1.2-1.5x from 2 threads); with few rows, as in decoding,
+     * columns are cut at once (cutting rows there would read W, which
+     * streams from memory, once per row tile). */
+    while (threads > 1 &&
+           tiles_m * ((call.panels + call.tile_panels - 1) / call.tile_panels) < TILES_PER_THREAD * threads) {
+        const int shorter = ((m + tiles_m) / (tiles_m + 1) + mr - 1) / mr * mr; /* rows of tiles_m + 1 tiles */
+        const int full_width = call.tile_panels >= step || call.tile_panels == call.panels;
+        if (full_width && shorter >= TILE_ROWS_MIN && (m + shorter - 1) / shorter > tiles_m) {
+            call.tile_m = shorter;
+            tiles_m = (m + shorter - 1) / shorter;
+        } else if (call.tile_panels > 1) {
+            call.tile_panels--;
+        } else {
+            break;
+        }
+    }
     if (call.tile_panels > step)
         call.tile_panels -= call.tile_panels % step;
     call.tiles_n = (call.panels + call.tile_panels - 1) / call.tile_panels;
