@@ -426,7 +426,7 @@ static void kernel_tile(const gemm_call *call, int t)
                 g.ld_x_bf16 = K_BLOCK;
             }
             g.prefetch = !call->dot && i + mr_max < m1;
-            for (int r = 0; r < GEMM_MR_MAX; r++) { /* short blocks repeat their last row */
+            for (int r = 0; r < GEMM_MR_MAX && !call->dot; r++) { /* short blocks repeat their last row */
                 const int row = i + r < m1 ? i + r : m1 - 1, next = i + mr_max + r < m1 ? i + mr_max + r : m1 - 1;
                 g.a[r] = column_at(call, starts[row - m0], k0);
                 g.a_next[r] = column_at(call, starts[next - m0], k0);

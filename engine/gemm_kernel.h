@@ -32,7 +32,8 @@ enum { GEMM_MR_MAX = 8 };
 typedef struct gemm_block {
     /* Rows by pointer, not by a stride: a convolution's patch rows are
      * windows of its input image (gemm_conv2d), not rows of one matrix. */
-    const float *a[GEMM_MR_MAX];      /* row r of x at column k0 (kc floats), r < mr */
+    const float *a[GEMM_MR_MAX];      /* row r of x at column k0 (kc floats), r < mr; not set
+                                       * for a dot kernel, which reads x_bf16 */
     const float *a_next[GEMM_MR_MAX]; /* the next block's rows at k0 (all mr_max of them,
                                        * repeated if it has fewer), to prefetch while this
                                        * one computes; valid when prefetch is 1 */

@@ -35,6 +35,19 @@ static inline const float *key_row(const float *kv, const int *rows, int t, int 
 
 /* ---- the definition, in plain C ----------------------------------------- */
 
+/* The total of lane[0..n) (n a power of two) by the definition's tree:
+ * lane[j] += lane[j + w] for w = n / 2, n / 4, ..., 1; unrolled so that
+ * the lanes stay in registers. */
+static inline __attribute__((always_inline)) float tree_sum(float *lane, int n)
+{
+#pragma GCC unroll 4
+    for (int width = n / 2; width > 0; width /= 2)
+#pragma GCC unroll 8
+        for (int j = 0; j < width; j++)
+            lane[j] += lane[j + width];
+    return lane[0];
+}
+
 static float dot_tree(const float *restrict a, const float *restrict b, int n)
 {
     float lane[DOT_LANES] = {0};
@@ -44,13 +57,7 @@ static float dot_tree(const float *restrict a, const float *restrict b, int n)
             lane[j] = fmaf(a[i + j], b[i + j], lane[j]);
     for (int j = 0; i < n; i++, j++)
         lane[j] = fmaf(a[i], b[i], lane[j]);
-    /* unrolled so that the lanes stay in registers */
-#pragma GCC unroll 4
-    for (int width = DOT_LANES / 2; width > 0; width /= 2)
-#pragma GCC unroll 8
-        for (int j = 0; j < width; j++)
-            lane[j] += lane[j + width];
-    return lane[0];
+    return tree_sum(lane, DOT_LANES);
 }
 
 static void scores_plain(const float *q, const float *kv, const int *rows, int n_keys, int ld_kv, int n_heads,
@@ -206,14 +213,11 @@ __attribute__((target("avx2,fma"))) static void softmax_avx2(float *s, int n, in
         s[t] = ops_exp_nonpositive(s[t] - max_score);
         lanes[j] += s[t];
     }
-    for (int width = SOFTMAX_LANES / 2; width > 0; width /= 2)
-        for (int j = 0; j < width; j++)
-            lanes[j] += lanes[j + width];
-    const __m256 sum = _mm256_set1_ps(lanes[0]);
+    const float sum = tree_sum(lanes, SOFTMAX_LANES);
     for (int t = 0; t < vector_part; t += 8)
-        _mm256_storeu_ps(s + t, _mm256_div_ps(_mm256_loadu_ps(s + t), sum));
+        _mm256_storeu_ps(s + t, _mm256_div_ps(_mm256_loadu_ps(s + t), _mm256_set1_ps(sum)));
     for (int t = vector_part; t < n; t++)
-        s[t] = s[t] / lanes[0];
+        s[t] = s[t] / sum;
 }
 #endif
 
@@ -232,11 +236,9 @@ static void softmax(float *s, int n, int vector_part)
         s[t] = ops_exp_nonpositive(s[t] - max_score);
         lanes[t % SOFTMAX_LANES] += s[t];
     }
-    for (int width = SOFTMAX_LANES / 2; width > 0; width /= 2)
-        for (int j = 0; j < width; j++)
-            lanes[j] += lanes[j + width];
+    const float sum = tree_sum(lanes, SOFTMAX_LANES);
     for (int t = 0; t < n; t++)
-        s[t] = s[t] / lanes[0];
+        s[t] = s[t] / sum;
 }
 
 /* ---- entry points ---------------------------------------------------------- */
