@@ -129,6 +129,24 @@ void dec_set_memory(const captioner *m, dec_cache *cache, int n, const int *slot
     }
 }
 
+const char *dec_part_name(dec_part part)
+{
+    static const char *const names[DEC_N_PARTS] = {
+        "embed",     "self_qkv", "self_attention", "self_out", "cross_q", "cross_attention",
+        "cross_out", "ffn_up",   "ffn_down",       "layernorm", "fc_out"};
+    return part >= 0 && part < DEC_N_PARTS ? names[part] : "?";
+}
+
+/* With a profile: adds the time since `since` to `part` and returns now. */
+static double lap(const dec_cache *cache, dec_part part, double since)
+{
+    if (!cache->profile)
+        return 0.0;
+    const double now = omp_get_wtime();
+    cache->profile->seconds[part] += now - since;
+    return now;
+}
+
 void dec_step(const captioner *m, dec_cache *cache, int n, const int *slots, const int *tokens,
               const int *positions, float *logits)
 {
@@ -140,16 +158,19 @@ void dec_step(const captioner *m, dec_cache *cache, int n, const int *slots, con
         for (int i = 0; i < n; i++)
             cache->kv_rows[(size_t)slots[i] * cache->max_positions + positions[i]] =
                 own_row(cache, slots[i], positions[i]);
+    double t = cache->profile ? omp_get_wtime() : 0.0;
     for (int i = 0; i < n; i++) {
         const float *emb = m->token_embedding + (size_t)tokens[i] * dim;
         const float *pos = m->pos_encoder + (size_t)positions[i] * dim;
         for (int d = 0; d < dim; d++)
             x[(size_t)i * dim + d] = emb[d] + pos[d];
     }
+    t = lap(cache, DEC_EMBED, t);
     for (int layer = 0; layer < c->num_layers; layer++) {
         const decoder_layer *W = &m->layers[layer];
         /* self-attention over this sequence's positions 0..positions[i] */
         gemm_linear(&W->self_qkv, n, x, dim, cache->qkv, 3 * dim, NULL);
+        t = lap(cache, DEC_SELF_QKV, t);
         /* one sequence: no thread team (each fork and join can cost a
          * scheduler time slice when other processes share the cores) */
 #pragma omp parallel for schedule(static) if (n > 1)
@@ -166,23 +187,34 @@ void dec_step(const captioner *m, dec_cache *cache, int n, const int *slots, con
                 ops_attention(row, self_kv_at(cache, slots[i], layer, 0), positions[i] + 1, 2 * dim, dim, heads,
                               head_dim, cache->attn + (size_t)i * dim, scores);
         }
+        t = lap(cache, DEC_SELF_ATTENTION, t);
         const gemm_epilogue add_x = {.residual = x, .ld_residual = dim};
         gemm_linear(&W->self_out, n, cache->attn, dim, cache->tmp, dim, &add_x);
+        t = lap(cache, DEC_SELF_OUT, t);
         ops_layernorm(cache->tmp, x, n, dim, W->norm_w[0], W->norm_b[0], eps);
+        t = lap(cache, DEC_LAYERNORM, t);
         /* cross-attention to the image's memory tokens */
         gemm_linear(&W->cross_q, n, x, dim, cache->qkv, dim, NULL);
+        t = lap(cache, DEC_CROSS_Q, t);
 #pragma omp parallel for schedule(static) if (n > 1)
         for (int i = 0; i < n; i++)
             ops_attention(cache->qkv + (size_t)i * dim, cross_kv_at(cache, memory_row(cache, slots[i]), layer), L,
                           2 * dim, dim, heads, head_dim, cache->attn + (size_t)i * dim,
                           cache->scores + (size_t)omp_get_thread_num() * cache->scores_len);
+        t = lap(cache, DEC_CROSS_ATTENTION, t);
         gemm_linear(&W->cross_out, n, cache->attn, dim, cache->tmp, dim, &add_x);
+        t = lap(cache, DEC_CROSS_OUT, t);
         ops_layernorm(cache->tmp, x, n, dim, W->norm_w[1], W->norm_b[1], eps);
+        t = lap(cache, DEC_LAYERNORM, t);
         /* feed-forward */
         const gemm_epilogue relu = {.relu = 1};
         gemm_linear(&W->ffn_up, n, x, dim, cache->ffn, c->ffn_dim, &relu);
+        t = lap(cache, DEC_FFN_UP, t);
         gemm_linear(&W->ffn_down, n, cache->ffn, c->ffn_dim, cache->tmp, dim, &add_x);
+        t = lap(cache, DEC_FFN_DOWN, t);
         ops_layernorm(cache->tmp, x, n, dim, W->norm_w[2], W->norm_b[2], eps);
+        t = lap(cache, DEC_LAYERNORM, t);
     }
     gemm_linear(&m->fc_out, n, x, dim, logits, c->vocab_size, NULL);
+    lap(cache, DEC_FC_OUT, t);
 }

@@ -20,6 +20,32 @@
 #include "err.h"
 #include "model.h"
 
+/* The parts of a decoding step, for dec_profile. */
+typedef enum dec_part {
+    DEC_EMBED,           /* token and position embeddings */
+    DEC_SELF_QKV,        /* self-attention's query/key/value product */
+    DEC_SELF_ATTENTION,  /* attending over each sequence's earlier positions */
+    DEC_SELF_OUT,        /* self-attention's output product (+ residual) */
+    DEC_CROSS_Q,         /* cross-attention's query product */
+    DEC_CROSS_ATTENTION, /* attending over each image's memory tokens */
+    DEC_CROSS_OUT,       /* cross-attention's output product (+ residual) */
+    DEC_FFN_UP,          /* feed-forward up (+ ReLU) */
+    DEC_FFN_DOWN,        /* feed-forward down (+ residual) */
+    DEC_LAYERNORM,       /* the three LayerNorms of each layer */
+    DEC_FC_OUT,          /* the vocabulary logits */
+    DEC_N_PARTS
+} dec_part;
+
+/* Wall-clock seconds dec_step spent in each part, added up over calls
+ * (benchmarks; each part is timed on the calling thread around its
+ * parallel region). */
+typedef struct dec_profile {
+    double seconds[DEC_N_PARTS];
+} dec_profile;
+
+/* "embed", "self_qkv", ..., "fc_out" ("?" outside the enum). */
+const char *dec_part_name(dec_part part);
+
 typedef struct dec_cache {
     int n_slots;        /* sequences held */
     int n_layers;       /* decoder layers */
@@ -44,6 +70,7 @@ typedef struct dec_cache {
     float *scores;      /* (n_threads, scores_len) attention weights, one row per thread */
     int scores_len;     /* num_heads * max(max_positions, memory_tokens) */
     int n_threads;      /* rows of scores */
+    dec_profile *profile; /* NULL (dec_cache_build's), or where dec_step adds its parts' times */
 } dec_cache;
 
 /* Allocates a cache for n_slots sequences of up to max_positions tokens. */

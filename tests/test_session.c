@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <omp.h>
 #include <cmocka.h>
 
 #include "engine/checkpoint.h"
@@ -404,12 +405,58 @@ static void test_errors_name_the_cause(void **state)
     free_tiny(&t);
 }
 
+/* dec_step timed part by part (dec_profile) computes the same logits, and
+ * every part's time is there: more than nothing, and all of them together
+ * no more than the steps took. */
+static void test_step_profile(void **state)
+{
+    (void)state;
+    tiny t;
+    load_tiny(&t);
+    enum { SLOTS = 4, STEPS = 6 };
+    const int V = t.cfg.vocab_size;
+    rc_error err = {{0}};
+    float *scratch = malloc(sizeof(float) * SLOTS * t.L * 2 * t.dim);
+    float *logits[2] = {malloc(sizeof(float) * SLOTS * V), malloc(sizeof(float) * SLOTS * V)};
+    assert_true(scratch && logits[0] && logits[1]);
+    const int slots[SLOTS] = {0, 1, 2, 3}, tokens[SLOTS] = {101, 2003, 1037, 102};
+    dec_profile profile = {0};
+    double elapsed = 0;
+    for (int profiled = 0; profiled < 2; profiled++) {
+        dec_cache cache;
+        if (dec_cache_build(&cache, &t.model, SLOTS, STEPS, &err) < 0)
+            fail_msg("%s", err.msg);
+        dec_set_memory(&t.model, &cache, SLOTS, slots, t.memory, scratch);
+        cache.profile = profiled ? &profile : NULL;
+        const double start = omp_get_wtime();
+        for (int step = 0; step < STEPS; step++) {
+            const int positions[SLOTS] = {step, step, step, step};
+            dec_step(&t.model, &cache, SLOTS, slots, tokens, positions, logits[profiled]);
+        }
+        elapsed = omp_get_wtime() - start;
+        dec_cache_free(&cache);
+    }
+    assert_memory_equal(logits[0], logits[1], sizeof(float) * SLOTS * V);
+    double total = 0;
+    for (int part = 0; part < DEC_N_PARTS; part++) {
+        if (!(profile.seconds[part] > 0))
+            fail_msg("part %s: %g s", dec_part_name(part), profile.seconds[part]);
+        total += profile.seconds[part];
+    }
+    assert_true(total <= elapsed);
+    assert_string_equal(dec_part_name(DEC_FC_OUT), "fc_out");
+    assert_string_equal(dec_part_name(DEC_N_PARTS), "?");
+    free(scratch), free(logits[0]), free(logits[1]);
+    free_tiny(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_alone_is_plain_greedy), cmocka_unit_test(test_joining_at_any_step),
         cmocka_unit_test(test_without_confidence),    cmocka_unit_test(test_logits_callback),
         cmocka_unit_test(test_max_len_zero),          cmocka_unit_test(test_errors_name_the_cause),
+        cmocka_unit_test(test_step_profile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

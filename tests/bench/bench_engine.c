@@ -8,6 +8,8 @@
  *   decoder      tokens/s at batch 1, 32, 128: 40 decoding steps with forced
  *                (random) tokens, after the cross-attention keys/values are
  *                set, which are not timed (they count as the encoder's side);
+ *                at batch 32 and 128 one more run is timed part by part
+ *                (dec_profile: ms per step in decoder_b32_fc_out_ms, ...);
  *   end to end   images/s at batch 32, encoder + cross keys/values + 40
  *                greedy steps that never stop ("forced 40 tokens"), and with
  *                the card's natural stopping (eos or max_len);
@@ -551,6 +553,22 @@ int main(int argc, char **argv)
             put(&f, key, tokens / t.best);
             snprintf(key, sizeof key, "decoder_gflops_b%d", b.batch);
             put(&f, key, gflops);
+            if (b.batch > 1) { /* where a step's time goes: one more run, timed part by part */
+                dec_profile profile = {0};
+                cache.profile = &profile;
+                run_decoder(&b);
+                cache.profile = NULL;
+                double total = 0;
+                for (int part = 0; part < DEC_N_PARTS; part++)
+                    total += profile.seconds[part];
+                printf("  a step at batch %d, %.1f ms:", b.batch, total / FORCED_TOKENS * 1e3);
+                for (int part = 0; part < DEC_N_PARTS; part++) {
+                    printf(" %s %.0f%%", dec_part_name(part), 100 * profile.seconds[part] / total);
+                    snprintf(key, sizeof key, "decoder_b%d_%s_ms", b.batch, dec_part_name(part));
+                    put(&f, key, profile.seconds[part] / FORCED_TOKENS * 1e3);
+                }
+                printf("\n");
+            }
         }
         dec_cache_free(&cache);
     }

@@ -71,6 +71,15 @@ def main():
             if key in merged:
                 print(f"  {label:<40} {merged[key]:6.1f} GFLOP/s = {100 * merged[key] / merged['peak_gflops']:3.0f}% "
                       "of peak")
+    for batch in (32, 128):  # where a decoding step's time goes (bench_engine's dec_profile run)
+        prefix = f"decoder_b{batch}_"
+        parts = {key[len(prefix):-len("_ms")]: value for key, value in merged.items()
+                 if key.startswith(prefix) and key.endswith("_ms")}
+        if parts:
+            total = sum(parts.values())
+            shares = ", ".join(f"{name} {100 * ms / total:.0f}%" for name, ms in sorted(parts.items(),
+                                                                                       key=lambda p: -p[1]))
+            print(f"  a decoding step at batch {batch}, {total:.1f} ms: {shares}")
     for prefix, what in (("bf16_", "--precision bf16 (decoder weights in bfloat16)"),
                          ("bf16_dot_", "--precision bf16-all --gemm avx512bf16 (VDPBF16PS: encoder and decoder, "
                                        "x in bfloat16 too)")):
