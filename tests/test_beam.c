@@ -253,14 +253,24 @@ static void test_matches_pytorch(void **state)
     assert_non_null(f);
     assert_int_equal(fwrite(t.memory, sizeof(float) * t.L * t.dim, t.n, f), t.n);
     fclose(f);
+    /* The sanitizer build is there for memory errors; the optimised build
+     * compares every setting: there, every third keeps the run short (the
+     * reference re-runs the model on every prefix: most of a minute). */
+    const char *asan = getenv("RADCAP_ASAN");
+    const int stride = asan && strcmp(asan, "1") == 0 ? 3 : 1;
+    int chosen[N_RUNS], n_chosen = 0;
+    for (int r = 0; r < N_RUNS; r += stride)
+        chosen[n_chosen++] = r;
     f = fopen(runs_path, "w");
     assert_non_null(f);
     fputc('[', f);
-    for (int r = 0; r < N_RUNS; r++)
+    for (int c = 0; c < n_chosen; c++) {
+        const int r = chosen[c];
         fprintf(f, "%s{\"beam\":%d,\"length_penalty\":%.17g,\"early_stopping\":%d,\"min_length\":%d,"
                    "\"no_repeat_ngram\":%d,\"repetition_penalty\":%.17g}",
-                r ? "," : "", RUNS[r].beam, RUNS[r].length_penalty, RUNS[r].early_stopping, RUNS[r].min_length,
+                c ? "," : "", RUNS[r].beam, RUNS[r].length_penalty, RUNS[r].early_stopping, RUNS[r].min_length,
                 RUNS[r].no_repeat_ngram, RUNS[r].repetition_penalty);
+    }
     fputs("]\n", f);
     fclose(f);
     snprintf(cmd, sizeof cmd, "cd tests/reference && %s beam_ref.py %s%s %s%s %s%s %d < %s%s > %s%s", tu_python(),
@@ -271,13 +281,14 @@ static void test_matches_pytorch(void **state)
     char *text = tu_read_file(out_path, NULL);
     assert_non_null(text);
     cJSON *all = cJSON_Parse(text);
-    assert_true(cJSON_IsArray(all) && cJSON_GetArraySize(all) == N_RUNS);
+    assert_true(cJSON_IsArray(all) && cJSON_GetArraySize(all) == n_chosen);
 
-    for (int r = 0; r < N_RUNS; r++) {
+    for (int c = 0; c < n_chosen; c++) {
+        const int r = chosen[c];
         const gen_decoding d = run_decoding(&RUNS[r]);
         decoded ours;
         decode(&t, t.n, t.memory, &d, 0, &ours);
-        const cJSON *images = cJSON_GetArrayItem(all, r);
+        const cJSON *images = cJSON_GetArrayItem(all, c);
         assert_int_equal(cJSON_GetArraySize(images), t.n);
         int distinct = 0, total_tokens = 0, ended = 0;
         double worst_score = 0, worst_conf = 0;
