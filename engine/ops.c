@@ -137,8 +137,8 @@ int ops_argmax(const float *x, int n)
     /* The first index of the largest non-NaN value (what "replace when
      * strictly larger" gives, from x[0]), found in two passes the compiler
      * vectorises: the maximum in lanes, then its first position. One pass
-     * that compares each element with x[best] waits on
-     * every comparison: it took 2.4% of a caption's time over 30522 logits. */
+     * that compares each element with x[best] waits on every comparison:
+     * it took 2.4% of a caption's time over 30522 logits. */
     if (n <= 0 || isnan(x[0]))
         return 0;
     float lane[ARGMAX_LANES];

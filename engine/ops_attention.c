@@ -71,11 +71,6 @@ static void scores_plain(const float *q, const float *kv, const int *rows, int n
     }
 }
 
-/* One head's scores s[0..n) become its weights. vector_part (a multiple of
- * 8) of them go through AVX2 (the caller checked the CPU), the rest scalar:
- * the same bits as all scalar (ops_exp.h). */
-static void softmax(float *s, int n, int vector_part);
-
 static void values_plain(const float *weights, const float *kv, const int *rows, int n_keys, int ld_kv, int v_offset,
                          int n_heads, int head_dim, float *out)
 {
@@ -190,54 +185,42 @@ static AVX512 void values_avx512(const float *weights, const float *kv, const in
         values_block(weights, kv + v_offset, rows, n_keys, ld_kv, head_dim, d0, 1, out);
 }
 
-__attribute__((target("avx2,fma"))) static void softmax_avx2(float *s, int n, int vector_part)
+/* s[t] = ops_exp_nonpositive(s[t] - shift) for t < n8 (a multiple of 8),
+ * their sums in lane t % 8 added to lanes[0..8) (SOFTMAX_LANES). */
+_Static_assert(SOFTMAX_LANES == 8, "exp_lanes_avx2 keeps the softmax lanes in one AVX2 vector");
+__attribute__((target("avx2,fma"))) static void exp_lanes_avx2(float *s, int n8, float shift, float *lanes)
 {
-    __m256 best = _mm256_set1_ps(-INFINITY);
-    for (int t = 0; t < vector_part; t += 8)
-        best = _mm256_max_ps(best, _mm256_loadu_ps(s + t));
-    float lanes[8];
-    _mm256_storeu_ps(lanes, best);
-    float max_score = -INFINITY;
-    for (int j = 0; j < 8; j++)
-        max_score = lanes[j] > max_score ? lanes[j] : max_score;
-    for (int t = vector_part; t < n; t++)
-        max_score = s[t] > max_score ? s[t] : max_score;
-    __m256 total = _mm256_setzero_ps();
-    for (int t = 0; t < vector_part; t += 8) {
-        const __m256 e = ops_exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + t), _mm256_set1_ps(max_score)));
+    __m256 total = _mm256_loadu_ps(lanes);
+    for (int t = 0; t < n8; t += 8) {
+        const __m256 e = ops_exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(s + t), _mm256_set1_ps(shift)));
         _mm256_storeu_ps(s + t, e);
         total = _mm256_add_ps(total, e);
     }
     _mm256_storeu_ps(lanes, total);
-    for (int t = vector_part, j = 0; t < n; t++, j++) {
-        s[t] = ops_exp_nonpositive(s[t] - max_score);
-        lanes[j] += s[t];
-    }
-    const float sum = tree_sum(lanes, SOFTMAX_LANES);
-    for (int t = 0; t < vector_part; t += 8)
-        _mm256_storeu_ps(s + t, _mm256_div_ps(_mm256_loadu_ps(s + t), _mm256_set1_ps(sum)));
-    for (int t = vector_part; t < n; t++)
-        s[t] = s[t] / sum;
 }
 #endif
 
+/* One head's scores s[0..n) become its weights; the first vector_part (a
+ * multiple of 8, 0 when the CPU lacks AVX2) go through exp_lanes_avx2, the
+ * same bits as the scalar loop (ops_exp.h). */
 static void softmax(float *s, int n, int vector_part)
 {
-#ifdef OPS_X86
-    if (vector_part > 0) {
-        softmax_avx2(s, n, vector_part);
-        return;
-    }
-#endif
     float max_score = -INFINITY, lanes[SOFTMAX_LANES] = {0};
     for (int t = 0; t < n; t++)
         max_score = s[t] > max_score ? s[t] : max_score;
-    for (int t = 0; t < n; t++) {
+    int t = 0;
+#ifdef OPS_X86
+    if (vector_part > 0) {
+        exp_lanes_avx2(s, vector_part, max_score, lanes);
+        t = vector_part;
+    }
+#endif
+    for (; t < n; t++) {
         s[t] = ops_exp_nonpositive(s[t] - max_score);
         lanes[t % SOFTMAX_LANES] += s[t];
     }
     const float sum = tree_sum(lanes, SOFTMAX_LANES);
-    for (int t = 0; t < n; t++)
+    for (t = 0; t < n; t++)
         s[t] = s[t] / sum;
 }
 
