@@ -45,6 +45,7 @@
 #include "engine/model.h"
 #include "engine/random_model.h"
 #include "io/synth.h"
+#include "tests/helpers/testutil.h"
 
 #define TINY_DIR "tests/fixtures/tiny"
 
@@ -480,9 +481,9 @@ static void test_full_card_accuracy(void **state)
 {
     const accuracy_case *c = *state;
     /* RADCAP_BF16_FULL: 0 none, 1 (unset) the widened backend's, 2 every backend's */
-    const char *full = getenv("RADCAP_BF16_FULL"), *asan = getenv("RADCAP_ASAN");
+    const char *full = getenv("RADCAP_BF16_FULL");
     const int level = full ? atoi(full) : 1;
-    if (level == 0 || (asan && strcmp(asan, "1") == 0)) {
+    if (level == 0 || tu_sanitized()) {
         printf("  SKIP: full-size bf16 accuracy (RADCAP_BF16_FULL=0, or the sanitizer build: the optimised one runs "
                "it)\n");
         skip();

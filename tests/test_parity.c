@@ -202,8 +202,7 @@ static void test_full_parity(void **state)
 {
     (void)state;
     char dir[2048], path[4096], cmd[8192];
-    const char *asan = getenv("RADCAP_ASAN");
-    if (asan && strcmp(asan, "1") == 0) {
+    if (tu_sanitized()) {
         printf("SKIP full-size parity under the sanitizer build (the optimised build runs it)\n");
         skip();
     }

@@ -318,8 +318,7 @@ static int reference_words(const manifest *m, word_count *words, int cap)
 static int group_setup(void **state)
 {
     (void)state;
-    const char *asan = getenv("RADCAP_ASAN"); /* make unit sets it, empty outside the sanitizer build */
-    S.asan = asan && strcmp(asan, "1") == 0;
+    S.asan = tu_sanitized();
     S.dir = tu_mkdtemp("run");
     if (!S.dir)
         return -1;

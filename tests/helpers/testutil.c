@@ -20,6 +20,7 @@ const char *tu_build_dir(void) { return env_or("RADCAP_BUILD", "build"); }
 const char *tu_radcap_bin(void) { return env_or("RADCAP_BIN", "./radcap"); }
 const char *tu_python(void) { return env_or("RADCAP_PYTHON", "/usr/bin/python3"); }
 const char *tu_shared_dir(void) { return env_or("RADCAP_SHARED_DIR", "../shared"); }
+int tu_sanitized(void) { return strcmp(env_or("RADCAP_ASAN", ""), "1") == 0; }
 
 int tu_run(const char *command)
 {

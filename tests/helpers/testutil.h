@@ -17,6 +17,11 @@ const char *tu_radcap_bin(void);
 const char *tu_python(void);
 const char *tu_shared_dir(void);
 
+/* 1 in the sanitizer build ($RADCAP_ASAN is "1", as `make check-asan` sets
+ * it): there tests look for memory errors on fewer inputs, the optimised
+ * build running the full sets. */
+int tu_sanitized(void);
+
 /* 1 if `python -c "import <modules>"` succeeds (modules: "torch", "PIL, numpy"). */
 int tu_python_has(const char *modules);
 
