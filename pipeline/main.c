@@ -3,6 +3,28 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
+
+/* The default build (-march=x86-64-v3) lets the compiler use AVX2 and FMA
+ * anywhere, so on an older CPU radcap would die of SIGILL somewhere
+ * arbitrary: on a mixed cluster a nightly job landing on such a node gets
+ * a clear message and the "could not run" status instead. This runs before
+ * main and is compiled without AVX itself. (The GEMM backends choose their
+ * instructions from CPUID whatever the build: a build for x86-64-v2 runs
+ * anywhere, see README "Building for other CPUs".) */
+#if defined(__x86_64__) && defined(__AVX2__)
+__attribute__((constructor, target("no-avx"))) static void require_build_isa(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return;
+    static const char msg[] = "radcap: this build needs a CPU with AVX2 and FMA (compiled for x86-64-v3); "
+                              "for this CPU rebuild with: make clean && make OPT='-O2 -march=x86-64-v2'\n";
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) { /* nothing more to try */
+    }
+    _exit(EXIT_FATAL);
+}
+#endif
 
 typedef struct {
     const char *name;
