@@ -6,7 +6,8 @@
 #   1. tests/bench/bench_engine (the engine: encoder, decoder, end to end,
 #      latency, peak RSS, load time, GFLOP/s against the FMA peak);
 #   2. tests/bench/torch_bench.py (the PyTorch reference, the same figures on
-#      the same images), when $PYTHON can import torch;
+#      the same images), when $PYTHON can import torch: twice, OpenBLAS's
+#      threads as they come and OPENBLAS_NUM_THREADS=1, each figure's better;
 #   3. `radcap run` on a small synthetic archive: 1 process x $THREADS threads,
 #      then mpirun with $THREADS workers x 1 thread (and the master);
 # and prints the side-by-side table (tests/bench/bench_report.py), also
@@ -61,10 +62,18 @@ else
     echo "== engine on the dot-product kernel: skipped (this CPU has no AVX512_BF16)"
 fi
 
+# PyTorch twice: OpenBLAS's own threads as they come, then one OpenBLAS
+# thread (no fight with OpenMP's); each figure keeps the better run.
 if "$PYTHON" -c 'import torch' 2>/dev/null; then
-    echo "== PyTorch ($THREADS threads)"
+    echo "== PyTorch ($THREADS threads, OpenBLAS threads as they come)"
     OMP_NUM_THREADS=$THREADS "$PYTHON" tests/bench/torch_bench.py "$work/model.bin" --images "$work/images.f32" \
-        --threads "$THREADS" --seconds "$SECONDS_PER_FIGURE" --json "$work/torch.json"
+        --threads "$THREADS" --seconds "$SECONDS_PER_FIGURE" --json "$work/torch_openblas.json"
+    echo "== PyTorch ($THREADS threads, OPENBLAS_NUM_THREADS=1)"
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=$THREADS "$PYTHON" tests/bench/torch_bench.py "$work/model.bin" \
+        --images "$work/images.f32" --threads "$THREADS" --seconds "$SECONDS_PER_FIGURE" \
+        --json "$work/torch_openblas1.json"
+    "$PYTHON" tests/bench/torch_bench.py --merge "$work/torch.json" "$work/torch_openblas.json" \
+        "$work/torch_openblas1.json" >/dev/null
 else
     echo "== PyTorch: skipped ($PYTHON cannot import torch; apt-get install python3-torch)"
 fi

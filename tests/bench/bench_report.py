@@ -63,6 +63,9 @@ def main():
         if ours and theirs and ours > 0 and theirs > 0:
             ratio = f"{(ours / theirs if higher else theirs / ours):.2f}x"
         print(f"{label:<42} {fmt(ours, unit):>9} {fmt(theirs, unit):>9} {ratio:>7}  {unit}")
+    if "torch_best_of" in merged:
+        print(f"PyTorch {merged.get('torch_version', '?')}: each figure the better of {merged['torch_best_of']} runs "
+              "(OpenBLAS's threads as they come, OPENBLAS_NUM_THREADS=1)")
     if "peak_gflops" in merged:
         print(f"\nFMA peak measured: {merged['peak_gflops']:.1f} GFLOP/s on {merged['threads']} thread(s) "
               f"({merged['peak_gflops_per_thread']:.1f} per thread, backend {merged['backend']})")

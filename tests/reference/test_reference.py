@@ -187,6 +187,29 @@ def test_greedy_batch_equals_greedy_image_by_image():
             assert (got - want).abs().max() <= 1e-5 * want.abs().max(), (i, step)
 
 
+def test_bench_lean_decoder_equals_the_reference():
+    # make bench times PyTorch with torch_bench.py's LeanDecoder (written
+    # for speed): its logits at every step and its greedy captions must be
+    # the reference's (_decode_newest, greedy_batch) within float rounding.
+    sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+    import torch_bench
+    model, cfg = tiny_model(seed=1234)
+    images = captioner.random_images(8, cfg, torch.Generator().manual_seed(21))
+    with torch.no_grad():
+        memory = captioner.encode(model, images)[2]
+        lean = torch_bench.LeanDecoder(model, cfg["max_len"])
+        cache, ref_cache = lean.cache(memory), captioner._decoder_cache(model, memory)
+        newest = torch.full((8,), cfg["bos_token_id"], dtype=torch.long)
+        for t in range(12):
+            got, want = lean.step(cache, newest, t), captioner._decode_newest(model, ref_cache, newest)
+            assert (got - want).abs().max() <= 1e-5 * want.abs().max(), t
+            newest = torch.randint(0, cfg["vocab_size"], (8,), generator=torch.Generator().manual_seed(t))
+        ids = torch_bench.greedy_natural(lean, memory, cfg)
+    assert ids == captioner.greedy_batch(model, memory, cfg)
+    lengths = [len(x) for x in ids]
+    assert min(lengths) < cfg["max_len"] and max(lengths) == cfg["max_len"], lengths
+
+
 def test_greedy_batch_without_eos_and_with_stopped_rows():
     model, cfg = tiny_model(seed=1234)
     images = captioner.random_images(4, cfg, torch.Generator().manual_seed(21))
