@@ -70,7 +70,8 @@ def time_runs(fn, seconds):
 
 class LeanDecoder:
     """PyTorch's fastest form of the card's decoder we know, for the speed
-    figures (captioner.py stays the numerical reference): the post-norm
+    figures (captioner.py stays the numerical reference; this has its
+    ReferenceDecoder's interface, for captioner.greedy_batch): the post-norm
     nn.TransformerDecoderLayer at the newest position only, calling
     torch.nn.functional directly. Each in-projection is one product (self-
     attention's q, k, v together; cross-attention's q alone, its keys and
@@ -152,28 +153,6 @@ def forced_decode(lean, cache, forced, argmax):
             newest = logits.argmax(dim=1) if argmax else forced[step + 1]
 
 
-def greedy_natural(lean, memory, cfg):
-    """Greedy captions of every image until [SEP] or max_len, finished rows
-    dropped from the batch as captioner.greedy_batch drops them. Returns
-    each image's generated ids."""
-    eos = cfg["eos_token_id"]
-    cache = lean.cache(memory)
-    rows = torch.arange(memory.shape[0])
-    newest = torch.full((memory.shape[0],), cfg["bos_token_id"], dtype=torch.long)
-    ids = [[] for _ in range(memory.shape[0])]
-    for step in range(cfg["max_len"]):
-        next_ids = lean.step(cache, newest, step).argmax(dim=1)
-        going = next_ids != eos
-        rows, newest = rows[going], next_ids[going]
-        if not bool(going.all()):
-            cache = [[t[going] for t in kept] for kept in cache]
-        for row, token in zip(rows.tolist(), newest.tolist()):
-            ids[row].append(token)
-        if len(rows) == 0:
-            break
-    return ids
-
-
 def merge(out_path, paths):
     """Writes to out_path the JSON of `paths` (torch_bench outputs) with each
     figure's better value: the highest rate, the lowest time or memory."""
@@ -243,7 +222,7 @@ def main():
 
         def e2e_natural():
             memory = captioner.encode(model, images)[2]
-            ids = greedy_natural(lean, memory, cfg)
+            ids = captioner.greedy_batch(model, memory, cfg, decoder=lean)
             lengths[:] = [len(i) + (len(i) < cfg["max_len"]) for i in ids]
 
         med, best = time_runs(e2e_natural, args.seconds)

@@ -433,7 +433,22 @@ def _decode_newest(model, cache, newest_ids):
     return model.fc_out(x[:, 0, :])
 
 
-def greedy_batch(model, memory, cfg, on_step=None, allow_eos=True):
+class ReferenceDecoder:
+    """_decoder_cache and _decode_newest as greedy_batch's `decoder`: cache(memory)
+    makes a cache whose tensors all have the batch first, step(cache, newest,
+    t) gives the logits at position t."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def cache(self, memory):
+        return _decoder_cache(self.model, memory)
+
+    def step(self, cache, newest_ids, t):
+        return _decode_newest(self.model, cache, newest_ids)
+
+
+def greedy_batch(model, memory, cfg, on_step=None, allow_eos=True, decoder=None):
     """greedy_with_logits for all B images of `memory` (B,L,D) at once, for
     fixtures of the card-sized model (test_reference.py checks that it gives
     greedy's ids and logits). Two rewrites of the card's loop that change
@@ -452,17 +467,20 @@ def greedy_batch(model, memory, cfg, on_step=None, allow_eos=True):
     the argmax; it may return a bool tensor (B_active,) whose False rows stop
     decoding there (their ids so far are returned). With allow_eos False,
     eos is never chosen (every image runs max_len steps). Returns the
-    generated ids of each image (B lists)."""
+    generated ids of each image (B lists). decoder (default ReferenceDecoder(model))
+    may be another incremental decoder with its interface (make bench's
+    torch_bench.LeanDecoder)."""
     if any(layer.norm_first for layer in model.decoder.layers) or model.decoder.norm is not None:
         raise ValueError("greedy_batch follows the card's post-norm decoder layers")
     eos = cfg["eos_token_id"]
     rows = torch.arange(memory.shape[0])
     newest = torch.full((memory.shape[0],), cfg["bos_token_id"], dtype=torch.long)
     ids = [[] for _ in range(memory.shape[0])]
+    decoder = decoder or ReferenceDecoder(model)
     with torch.no_grad():
-        cache = _decoder_cache(model, memory)
+        cache = decoder.cache(memory)
         for step in range(cfg["max_len"]):
-            logits = _decode_newest(model, cache, newest)
+            logits = decoder.step(cache, newest, step)
             going = on_step(step, rows, logits) if on_step is not None else None
             if going is None:
                 going = torch.ones(len(rows), dtype=torch.bool)

@@ -204,7 +204,15 @@ def test_bench_lean_decoder_equals_the_reference():
             got, want = lean.step(cache, newest, t), captioner._decode_newest(model, ref_cache, newest)
             assert (got - want).abs().max() <= 1e-5 * want.abs().max(), t
             newest = torch.randint(0, cfg["vocab_size"], (8,), generator=torch.Generator().manual_seed(t))
-        ids = torch_bench.greedy_natural(lean, memory, cfg)
+        steps = []
+
+        class Counted(torch_bench.LeanDecoder):
+            def step(self, *args):
+                steps.append(args[2])
+                return super().step(*args)
+
+        ids = captioner.greedy_batch(model, memory, cfg, decoder=Counted(model, cfg["max_len"]))
+    assert steps == list(range(cfg["max_len"])), steps  # the lean decoder made every step
     assert ids == captioner.greedy_batch(model, memory, cfg)
     lengths = [len(x) for x in ids]
     assert min(lengths) < cfg["max_len"] and max(lengths) == cfg["max_len"], lengths
