@@ -361,6 +361,15 @@ static int bound(store *s, const binder *b, const char *step, rc_error *err)
     return -1;
 }
 
+/* Binds run_id to ?1 of a statement that takes nothing else: 0, or -1 with
+ * err set (the statement reset, as bound leaves it). */
+static int bind_run_id(store *s, sqlite3_stmt *stmt, int64_t run_id, const char *step, rc_error *err)
+{
+    binder b = {stmt, 0, SQLITE_OK};
+    bind_int64(&b, run_id);
+    return bound(s, &b, step, err);
+}
+
 /* Prepares a one-off statement. */
 static sqlite3_stmt *prepare(store *s, const char *sql, const char *step, rc_error *err)
 {
@@ -678,9 +687,7 @@ int store_run_get(store *s, int64_t run_id, store_run_summary *out, rc_error *er
                                  step, err);
     if (!stmt)
         return -1;
-    binder b = {stmt, 0, SQLITE_OK};
-    bind_int64(&b, run_id);
-    int status = bound(s, &b, step, err);
+    int status = bind_run_id(s, stmt, run_id, step, err);
     if (status == 0) {
         int rc = sqlite3_step(stmt);
         if (rc == SQLITE_ROW) {
@@ -936,9 +943,7 @@ int store_done_ids(store *s, int64_t run_id, store_idset *out, rc_error *err)
                                  step, err);
     if (!stmt)
         return -1;
-    binder b = {stmt, 0, SQLITE_OK};
-    bind_int64(&b, run_id);
-    int status = bound(s, &b, step, err);
+    int status = bind_run_id(s, stmt, run_id, step, err);
     size_t used = 0, text_cap = 0, offsets_cap = 0;
     int rc;
     while (status == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -1130,9 +1135,7 @@ int store_foreach_item(store *s, int64_t run_id, int with_scores,
                                  step, err);
     if (!stmt)
         return -1;
-    binder b = {stmt, 0, SQLITE_OK};
-    bind_int64(&b, run_id);
-    int status = bound(s, &b, step, err);
+    int status = bind_run_id(s, stmt, run_id, step, err);
     score_buf scores = {0};
     int rc = SQLITE_DONE;
     while (status == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -1181,9 +1184,7 @@ int store_foreach_reference(store *s, int64_t run_id,
                                  step, err);
     if (!stmt)
         return -1;
-    binder b = {stmt, 0, SQLITE_OK};
-    bind_int64(&b, run_id);
-    int status = bound(s, &b, step, err);
+    int status = bind_run_id(s, stmt, run_id, step, err);
     int rc = SQLITE_DONE;
     while (status == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
         status = fn(user, (const char *)sqlite3_column_text(stmt, 0), sqlite3_column_int(stmt, 1),
@@ -1203,9 +1204,7 @@ int store_foreach_corpus_score(store *s, int64_t run_id,
                                  step, err);
     if (!stmt)
         return -1;
-    binder b = {stmt, 0, SQLITE_OK};
-    bind_int64(&b, run_id);
-    int status = bound(s, &b, step, err);
+    int status = bind_run_id(s, stmt, run_id, step, err);
     int rc = SQLITE_DONE;
     while (status == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW)
         status = fn(user, (const char *)sqlite3_column_text(stmt, 0), column_real(stmt, 1),
@@ -1231,9 +1230,7 @@ int store_run_metric_names(store *s, int64_t run_id, char ***names, int *n, rc_e
                                  err);
     if (!stmt)
         return -1;
-    binder b = {stmt, 0, SQLITE_OK};
-    bind_int64(&b, run_id);
-    int status = bound(s, &b, step, err);
+    int status = bind_run_id(s, stmt, run_id, step, err);
     int rc = SQLITE_DONE, cap = 0;
     while (status == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         if (*n == cap) {
