@@ -102,26 +102,6 @@ static AVX2 inline __attribute__((always_inline)) void block_rows(const int mr, 
         half_rows(mr, bf16, g, 1);
 }
 
-#define ROWS(n)                                                                                                      \
-    case n:                                                                                                          \
-        block_rows(n, bf16, g);                                                                                      \
-        return
-static AVX2 inline __attribute__((always_inline)) void run_rows(const int bf16, const gemm_block *g)
-{
-    switch (g->mr) {
-        ROWS(1); ROWS(2); ROWS(3); ROWS(4); ROWS(5); ROWS(6);
-    }
-}
-#undef ROWS
-
-static AVX2 void run(const gemm_block *g)
-{
-    run_rows(0, g);
-}
-
-static AVX2 void run_bf16(const gemm_block *g)
-{
-    run_rows(1, g);
-}
+GEMM_KERNEL_ENTRY_POINTS(AVX2, block_rows)
 
 const gemm_ukernel gemm_ukernel_avx2 = {"avx2", MR, GEMM_PANEL, run, run_bf16, 0, NULL};

@@ -111,27 +111,7 @@ static AVX512 inline __attribute__((always_inline)) void block_rows(const int mr
     avx512_store_sums(mr, g, mask, acc);
 }
 
-#define ROWS(n)                                                                                                      \
-    case n:                                                                                                          \
-        block_rows(n, bf16, g);                                                                                      \
-        return
-static AVX512 inline __attribute__((always_inline)) void run_rows(const int bf16, const gemm_block *g)
-{
-    switch (g->mr) {
-        ROWS(1); ROWS(2); ROWS(3); ROWS(4); ROWS(5); ROWS(6);
-    }
-}
-#undef ROWS
-
-static AVX512 void run(const gemm_block *g)
-{
-    run_rows(0, g);
-}
-
-static AVX512 void run_bf16(const gemm_block *g)
-{
-    run_rows(1, g);
-}
+GEMM_KERNEL_ENTRY_POINTS(AVX512, block_rows)
 
 /* gemm_bf16_round on 16 floats at a time (the rounding's integer form, so
  * that it needs AVX-512F only and keeps subnormals as that function does). */

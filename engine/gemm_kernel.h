@@ -81,6 +81,28 @@ static inline int gemm_bf16_slot(int c)
     return 2 * (c % (GEMM_PANEL / 2)) + c / (GEMM_PANEL / 2);
 }
 
+/* Defines a SIMD kernel's entry points, static void run(g) (float panels)
+ * and run_bf16(g) (bfloat16 ones), from its always-inlined
+ * block_rows(mr, bf16, g): the switch makes the row count a constant in
+ * each case (1 to 6, the kernels' most), so that the accumulator arrays
+ * become registers. ATTR is the kernel's target attribute; the file's MR
+ * (its most rows) must be at most 6. */
+#define GEMM_KERNEL_ENTRY_POINTS(ATTR, block_rows)                                                                 \
+    static ATTR inline __attribute__((always_inline)) void run_rows(const int bf16, const gemm_block *g)           \
+    {                                                                                                              \
+        switch (g->mr) {                                                                                           \
+        case 1: block_rows(1, bf16, g); return;                                                                    \
+        case 2: block_rows(2, bf16, g); return;                                                                    \
+        case 3: block_rows(3, bf16, g); return;                                                                    \
+        case 4: block_rows(4, bf16, g); return;                                                                    \
+        case 5: block_rows(5, bf16, g); return;                                                                    \
+        case 6: block_rows(6, bf16, g); return;                                                                    \
+        }                                                                                                          \
+    }                                                                                                              \
+    _Static_assert(MR <= 6, "GEMM_KERNEL_ENTRY_POINTS covers 6 rows at most");                                     \
+    static ATTR void run(const gemm_block *g) { run_rows(0, g); }                                                  \
+    static ATTR void run_bf16(const gemm_block *g) { run_rows(1, g); }
+
 extern const gemm_ukernel gemm_ukernel_avx512;
 extern const gemm_ukernel gemm_ukernel_avx2;
 extern const gemm_ukernel gemm_ukernel_portable;
