@@ -23,7 +23,7 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g $(WARN) -fopenmp -I. $(PKG_CFLAGS)
 LDLIBS   += $(PKG_LIBS) -lopenblas -fopenmp -lm
 
 LIB_SRC  := $(wildcard engine/*.c io/*.c scheduler/*.c) $(filter-out pipeline/main.c,$(wildcard pipeline/*.c))
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/version.o
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_HELPERS := $(wildcard tests/helpers/*.c)
@@ -47,6 +47,20 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "CC $<"
 	@$(CC) $(CFLAGS) $(if $(filter $<,$(UNSANITIZED)),-fno-sanitize=all) -MMD -MP -c $< -o $@
+
+# radcap_version (pipeline/version.h): regenerated at every make, the file
+# rewritten (and version.o rebuilt) only when the description changes.
+VERSION = $(shell git describe --always --dirty --tags 2>/dev/null || echo unknown)
+.PHONY: version-check
+version-check:
+$(BUILD)/version.c: version-check
+	@mkdir -p $(BUILD)
+	@printf '#include "pipeline/version.h"\nconst char *const radcap_version = "%s";\n' "$(VERSION)" >$@.new
+	@if cmp -s $@.new $@; then rm -f $@.new; else mv $@.new $@; fi
+
+$(BUILD)/version.o: $(BUILD)/version.c
+	@echo "CC $< ($(VERSION))"
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libradcap.a: $(LIB_OBJ)
 	@rm -f $@

@@ -15,6 +15,7 @@
 #include "pipeline/cli.h"
 #include "pipeline/commands.h"
 #include "pipeline/job.h"
+#include "pipeline/version.h"
 #include "pipeline/log.h"
 #include "scheduler/master.h"
 #include "scheduler/mpi.h"
@@ -446,6 +447,7 @@ int cmd_run(int argc, char **argv)
         settings_text = settings ? cJSON_PrintUnformatted(settings) : NULL;
         cJSON_Delete(settings);
         c.run.settings_json = settings_text;
+        c.run.program_version = radcap_version;
         if (!settings_text)
             failed = rc_fail(&err, "out of memory describing the settings") < 0;
     }

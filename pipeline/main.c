@@ -1,5 +1,6 @@
 /* radcap: batch captioning of radiology image archives. */
 #include "pipeline/commands.h"
+#include "pipeline/version.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -50,7 +51,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: radcap COMMAND [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'radcap COMMAND --help' describes a command's options.\n");
+    fprintf(out, "\n'radcap COMMAND --help' describes a command's options; 'radcap --version' names this build.\n");
 }
 
 int main(int argc, char **argv)
@@ -58,6 +59,10 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("radcap %s\n", radcap_version);
+        return EXIT_OK;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);

@@ -160,6 +160,8 @@ static char *config_json(const sched_run_options *o, cJSON *identity, int n_rank
     cJSON_AddBoolToObject(c, "prefetch", o->prefetch);
     cJSON_AddBoolToObject(c, "score", o->score);
     cJSON_AddBoolToObject(c, "drop_brackets", o->ptb.drop_brackets);
+    if (o->program_version)
+        cJSON_AddStringToObject(c, "radcap_version", o->program_version);
     cJSON *settings = o->settings_json ? cJSON_Parse(o->settings_json) : NULL;
     if (settings)
         cJSON_AddItemToObject(c, "settings", settings);

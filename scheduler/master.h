@@ -71,6 +71,7 @@ typedef struct sched_run_options {
     int change_by_content;       // with since_last: compare SHA-256 of the files, not size and mtime
     long long max_errors;        // stop (failed) once this session has more failed images; < 0 no limit
     const char *settings_json;   // the effective settings (job.h), stored with the run; may be NULL
+    const char *program_version; // the build that starts the run (radcap --version), stored with it; may be NULL
 } sched_run_options;
 
 /* Fills the defaults: batch 8, prefetch on, scoring on, progress every

@@ -344,6 +344,37 @@ static void write_text(const char *path, const char *text)
     fclose(f);
 }
 
+/* radcap --version names the checkout it was built from: git's description
+ * of HEAD ("-dirty" after it when tracked files had changes), or "unknown"
+ * built outside git. */
+static void test_version_names_the_checkout(void **state)
+{
+    (void)state;
+    char *dir = tu_mkdtemp_abs("version"), cmd[8400], path[4300], *err_text = NULL;
+    assert_int_equal(radcap(dir, "--version", &err_text), 0);
+    free(err_text);
+    snprintf(path, sizeof path, "%s/stdout.txt", dir);
+    char *version = tu_read_file(path, NULL);
+    snprintf(cmd, sizeof cmd, "git describe --always --tags > %s/describe.txt 2>/dev/null", dir);
+    const int in_git = tu_run(cmd) == 0;
+    snprintf(path, sizeof path, "%s/describe.txt", dir);
+    char *described = in_git ? tu_read_file(path, NULL) : NULL;
+    assert_non_null(version);
+    if (!described) {
+        assert_string_equal(version, "radcap unknown\n");
+    } else {
+        described[strcspn(described, "\n")] = '\0';
+        char clean[512], dirty[512];
+        snprintf(clean, sizeof clean, "radcap %s\n", described);
+        snprintf(dirty, sizeof dirty, "radcap %s-dirty\n", described);
+        if (strcmp(version, clean) != 0 && strcmp(version, dirty) != 0)
+            fail_msg("radcap --version printed '%s', git describes the checkout as '%s'", version, described);
+    }
+    free(described);
+    free(version);
+    free(dir);
+}
+
 static void test_run_with_a_job_file(void **state)
 {
     (void)state;
@@ -411,6 +442,22 @@ static void test_run_with_a_job_file(void **state)
     assert_non_null(q);
     assert_string_equal(q, expected);
     free(q);
+    /* the build that made the run is stored with it: what radcap --version names */
+    assert_int_equal(radcap(dir, "--version", &err_text), 0);
+    free(err_text);
+    snprintf(path, sizeof path, "%s/stdout.txt", dir);
+    char *version = tu_read_file(path, NULL);
+    assert_non_null(version);
+    assert_true(strncmp(version, "radcap ", 7) == 0);
+    snprintf(cmd, sizeof cmd, "sqlite3 %s \"SELECT 'radcap ' || json_extract(config_json, '$.radcap_version') FROM runs\" > %s/q.txt",
+             db, dir);
+    assert_int_equal(tu_run(cmd), 0);
+    snprintf(path, sizeof path, "%s/q.txt", dir);
+    q = tu_read_file(path, NULL);
+    assert_non_null(q);
+    assert_string_equal(q, version);
+    free(q);
+    free(version);
     /* max_length 7 held: the same images without it give longer captions */
     snprintf(args, sizeof args, "run --job %s --threads 1 --max-length 80 --db %s/full.db", job, dir);
     assert_int_equal(radcap(dir, args, &err_text), 0);
@@ -627,7 +674,7 @@ int main(void)
         cmocka_unit_test(test_settings_json_round_trip),
         cmocka_unit_test(test_presets),
         cmocka_unit_test(test_help_names_every_setting),
-        cmocka_unit_test(test_run_with_a_job_file),
+        cmocka_unit_test(test_version_names_the_checkout), cmocka_unit_test(test_run_with_a_job_file),
         cmocka_unit_test(test_run_decoding_and_confidence),
         cmocka_unit_test(test_run_precision),
     };
