@@ -19,8 +19,8 @@
  *   GFLOP/s      the model's FLOPs counted from its configuration over the
  *                measured time, next to an AVX-512 (else AVX2) FMA loop on
  *                the same threads.
- * Every figure is the median of repeated runs (at least 3, for about
- * --seconds in all), "best" is the fastest run: on a shared machine the median
+ * Every figure is the median of repeated runs (an untimed warm-up, then at
+ * least 3, for about --seconds in all), "best" is the fastest run: on a shared machine the median
  * says what a job sees, the best what the cores can do undisturbed.
  *
  * Prints a table and one JSON line (keys as in build/bench.json), also
@@ -155,28 +155,28 @@ static int compare_doubles(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Runs fn(ctx) until `seconds` have passed and at least 3 times (at most
- * 200). The first run warms caches and page tables; it is left out of the
- * figures when 3 others follow. fn returns -1 on failure. */
+/* Runs fn(ctx) once untimed (it warms caches and page tables, and at
+ * batch 32 it is a run of its own: a budget of two runs used to keep it in
+ * the median), then timed until `seconds` have passed and at least 3 times
+ * (at most 200; 2 when they take 4 times the budget: a loaded machine).
+ * fn returns -1 on failure. */
 static int time_runs(int (*fn)(void *), void *ctx, double seconds, timing *out)
 {
+    if (fn(ctx) < 0)
+        return -1;
     double times[200];
     int n = 0;
     const double start = bench_now();
-    /* at least 3 runs, unless 2 took 4 times the budget (a loaded machine) */
     while (n < 200 && (n < 3 || bench_now() - start < seconds) && !(n >= 2 && bench_now() - start > 4 * seconds)) {
         const double t0 = bench_now();
         if (fn(ctx) < 0)
             return -1;
         times[n++] = bench_now() - t0;
     }
-    const int first = n >= 4;
-    qsort(times + first, n - first, sizeof times[0], compare_doubles);
-    const double *kept = times + first;
-    const int k = n - first;
-    out->median = k % 2 ? kept[k / 2] : (kept[k / 2 - 1] + kept[k / 2]) / 2;
-    out->best = kept[0];
-    out->runs = k;
+    qsort(times, n, sizeof times[0], compare_doubles);
+    out->median = n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
+    out->best = times[0];
+    out->runs = n;
     return 0;
 }
 

@@ -53,10 +53,10 @@ E2E_BATCH = 32
 
 
 def time_runs(fn, seconds):
-    """(median, best) seconds of fn() as bench_engine.c times it: runs until
-    `seconds` have passed and at least 3 (at most 200, and 2 when they take
-    over 4 times `seconds`); the first (warm-up) run is left out when 3
-    others follow."""
+    """(median, best) seconds of fn() as bench_engine.c times it: one
+    untimed warm-up run, then runs until `seconds` have passed and at least
+    3 (at most 200, and 2 when they take over 4 times `seconds`)."""
+    fn()
     times = []
     start = time.perf_counter()
     while len(times) < 200 and (len(times) < 3 or time.perf_counter() - start < seconds) \
@@ -64,8 +64,7 @@ def time_runs(fn, seconds):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    kept = times[1:] if len(times) >= 4 else times
-    return statistics.median(kept), min(kept)
+    return statistics.median(times), min(times)
 
 
 class LeanDecoder:
