@@ -103,7 +103,7 @@ slurm-test: $(RADCAP)
 # the Slurm tests, the same unit tests under AddressSanitizer/UBSan, and a
 # short run of every fuzzer.
 # Each build compiles on every core (JOBS); the tests themselves run one
-# program at a time. CI allows 30 minutes for all of it.
+# program at a time. The project keeps CI under 30 minutes.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 test: deps
