@@ -20,8 +20,9 @@
  *                measured time, next to an AVX-512 (else AVX2) FMA loop on
  *                the same threads.
  * Every figure is the median of repeated runs (an untimed warm-up, then at
- * least 3, for about --seconds in all), "best" is the fastest run: on a shared machine the median
- * says what a job sees, the best what the cores can do undisturbed.
+ * least 3, for about --seconds in all), "best" is the fastest run: on a
+ * shared machine the median says what a job sees, the best what the cores
+ * can do undisturbed.
  *
  * Prints a table and one JSON line (keys as in build/bench.json), also
  * written to --json FILE. --images-out FILE writes the 32 batch images
